@@ -1,0 +1,139 @@
+"""Named settings of the book: ``paper``, ``offline`` (the embedded default) and ``smoke`` (CI).
+
+A profile fixes *what* is computed (language model, hook, corpora, token budgets, dictionary size,
+k values, probing sizes). Every chapter starts from one and may override single fields through its
+papermill parameters; :func:`get_profile` validates the overrides.
+
+Scale choices of the ``offline`` profile are explained in the book's reproducibility appendix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One complete setting of the experiments.
+
+    Token budgets are counted in tokens of the hooked model's tokenizer after chunking into
+    ``ctx_len``-token contexts (padding dropped).
+    """
+
+    name: str
+    #: language-model registry name (see :mod:`vsae.lm`)
+    lm: str
+    #: residual-stream layer: activations are read at ``blocks.{layer}.hook_resid_post``
+    layer: int
+    #: corpus used to train the SAEs (see :mod:`vsae.data`)
+    train_corpus: str
+    #: corpus used for the core metrics (held out from the training corpus)
+    eval_corpus: str
+    #: tokens harvested for SAE training
+    n_train_tokens: int
+    #: evaluation tokens for sparsity / variance metrics (L0, alive, explained variance)
+    n_eval_tokens: int
+    #: contexts used for the CE-loss and KL-divergence scores (full forward passes)
+    n_ce_contexts: int
+    #: dictionary size = expansion * d_model (the paper: 16)
+    expansion: int
+    #: TopK values of the eight headline runs (one TopK SAE and one vSAE each)
+    k_values: tuple[int, ...] = (64, 128, 256, 512)
+    #: context length in tokens (the paper: 128)
+    ctx_len: int = 128
+    #: training batch in tokens (the paper: 192)
+    batch_size: int = 192
+    #: vSAE KL weight (the paper: 1.0)
+    kl_coeff: float = 1.0
+    #: probing task family: "paper" (SAE Bench datasets), "offline" or "smoke"
+    probe_tasks: str = "offline"
+    #: texts per class-balanced probing task, train and test
+    n_probe_train: int = 4000
+    n_probe_test: int = 1000
+    #: tokens whose codes feed the t-SNE views and feature statistics
+    n_latent_tokens: int = 20_000
+    #: dtype of the language model and of the activation cache
+    lm_dtype: str = "float32"
+    seed: int = 42
+
+    @property
+    def hook_name(self) -> str:
+        return f"blocks.{self.layer}.hook_resid_post"
+
+    @property
+    def steps(self) -> int:
+        return self.n_train_tokens // self.batch_size
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["k_values"] = list(self.k_values)
+        return d
+
+
+PROFILES: dict[str, Profile] = {
+    # The paper's exact setting (paper-recipe.md section 4). Needs the Hugging Face Hub; GPU advised.
+    "paper": Profile(
+        name="paper",
+        lm="pythia-70m-deduped",
+        layer=3,
+        train_corpus="tinystories",
+        eval_corpus="c4-code",
+        n_train_tokens=10_001 * 192,
+        n_eval_tokens=2000 * 16 * 128,
+        n_ce_contexts=200 * 16,
+        expansion=16,
+        probe_tasks="paper",
+        n_probe_train=4000,
+        n_probe_test=1000,
+        n_latent_tokens=100_000,
+    ),
+    # The embedded default: a real pretrained LM and real text, installable by package name.
+    "offline": Profile(
+        name="offline",
+        lm="smollm2-135m",
+        layer=9,
+        train_corpus="offline",
+        eval_corpus="offline",
+        n_train_tokens=2000 * 192,
+        n_eval_tokens=32_768,
+        n_ce_contexts=64,
+        expansion=8,
+        probe_tasks="offline",
+        n_probe_train=800,
+        n_probe_test=400,
+        n_latent_tokens=20_000,
+    ),
+    # Seconds-scale plumbing check on the exact Pythia architecture with random weights (never a result).
+    "smoke": Profile(
+        name="smoke",
+        lm="pythia-70m-random",
+        layer=3,
+        train_corpus="smoke",
+        eval_corpus="smoke",
+        n_train_tokens=96 * 192,
+        n_eval_tokens=4096,
+        n_ce_contexts=8,
+        expansion=2,
+        k_values=(8, 16, 32, 64),
+        ctx_len=64,
+        probe_tasks="smoke",
+        n_probe_train=120,
+        n_probe_test=60,
+        n_latent_tokens=2000,
+    ),
+}
+
+
+def get_profile(name: str, **overrides) -> Profile:
+    """Return profile ``name`` with ``overrides`` applied; unknown names or fields raise ``ValueError``."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    base = PROFILES[name]
+    fields = {f.name: f for f in dataclasses.fields(Profile)}
+    bad = sorted(set(overrides) - set(fields))
+    if bad:
+        raise ValueError(f"unknown profile field(s) {bad}; allowed: {sorted(fields)}")
+    if "k_values" in overrides:
+        overrides["k_values"] = tuple(int(k) for k in overrides["k_values"])
+    return dataclasses.replace(base, **overrides)
