@@ -1,0 +1,46 @@
+"""What every chapter does first: validate its parameters, build the experiment, print its header."""
+
+from __future__ import annotations
+
+from .params import Param, chapter_params
+from .pipeline import Experiment
+from .profiles import PROFILES
+from .report import ChapterTimer, header
+
+#: parameters every chapter accepts; ``None`` means "the profile's value"
+COMMON = {
+    "profile": Param(str, choices=tuple(PROFILES), help="named setting: paper, offline or smoke"),
+    "device": Param(str, choices=("cpu", "cuda"), help="where the LM and the SAEs run"),
+    "k_values": Param(list, item=int, min=1, optional=True, help="TopK values of the headline runs"),
+    "kl_coeff": Param(float, min=0.0, optional=True, help="vSAE KL weight (the paper: 1.0)"),
+    "n_train_tokens": Param(int, min=1000, optional=True, help="SAE training tokens"),
+    "expansion": Param(int, min=1, max=64, optional=True, help="d_sae / d_model"),
+    "seed": Param(int, min=0, optional=True, help="seed of the SAEs and the trainer"),
+}
+PROFILE_FIELDS = ("k_values", "kl_coeff", "n_train_tokens", "expansion", "seed")
+
+
+def start(chapter: str, namespace: dict, extra: dict[str, Param] | None = None):
+    """Validate ``namespace``'s parameters, return ``(experiment, params, timer)`` and show the header.
+
+    Call it in the cell right after the ``parameters`` cell, before assigning anything else.
+    """
+    spec = COMMON | (extra or {})
+    params = chapter_params(namespace, spec)
+    missing = sorted(set(spec) - set(params))
+    if missing:
+        raise NameError(f"chapter {chapter} does not define parameter(s) {missing} in its parameters cell")
+    if params["device"] == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' was asked for but torch sees no CUDA device; use -p device cpu")
+    overrides = {k: params[k] for k in PROFILE_FIELDS if params.get(k) is not None}
+    ex = Experiment(params["profile"], params["device"], **overrides)
+    try:
+        from IPython.display import Markdown, display
+
+        display(Markdown(header(ex.profile)))
+    except ImportError:  # pragma: no cover - outside notebooks
+        print(header(ex.profile))
+    return ex, params, ChapterTimer(chapter, ex.profile.name)

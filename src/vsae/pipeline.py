@@ -1,0 +1,185 @@
+"""The experiment behind the book: one object that turns a profile into cached results.
+
+Each chapter builds an :class:`Experiment` from its parameters and asks it for what it shows. Every
+step is stored in the content-addressed :class:`~vsae.store.Store`, keyed by exactly the settings that
+produce it, and *per SAE* where it can be: re-executing a chapter with the same parameters reuses all
+of it, and one with new parameters (say ``k_values=[128]`` or ``kl_coeff=0.1``) computes only what is
+missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .profiles import Profile, get_profile
+from .store import Store, config_key
+
+#: fields of a Profile that determine the training activations
+_TRAIN_DATA_FIELDS = ("lm", "layer", "train_corpus", "n_train_tokens", "ctx_len", "lm_dtype")
+_EVAL_DATA_FIELDS = ("lm", "layer", "eval_corpus", "n_eval_tokens", "ctx_len", "lm_dtype")
+
+
+def sae_name(arch: str, k: int, suffix: str = "") -> str:
+    return f"{arch}_k{k}{suffix}"
+
+
+@dataclasses.dataclass
+class Variant:
+    """One SAE to train: its model config and the trainer settings that differ from the defaults."""
+
+    name: str
+    model_cfg: object  # TopKSAEConfig | VSAEConfig
+    train_overrides: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def architecture(self) -> str:
+        return self.model_cfg.architecture
+
+
+class Experiment:
+    """Results of one profile (plus overrides) on one device, computed on demand and stored."""
+
+    def __init__(self, profile: Profile | str = "offline", device: str = "cpu", store: Store | None = None, **overrides):
+        self.profile = get_profile(profile, **overrides) if isinstance(profile, str) else profile
+        self.device = device
+        self.store = store or Store()
+
+    # ----------------------------------------------------------------------------------- data
+    @cached_property
+    def lm(self):
+        from .lm import load_lm
+
+        return load_lm(self.profile.lm, layer=self.profile.layer, device=self.device, dtype=self.profile.lm_dtype)
+
+    @cached_property
+    def train_acts(self):
+        from .activations import harvest
+
+        p = self.profile
+        return harvest(self.lm, p.train_corpus, "train", p.n_train_tokens, p.ctx_len, self.store)
+
+    @cached_property
+    def eval_acts(self):
+        from .activations import harvest
+
+        p = self.profile
+        return harvest(self.lm, p.eval_corpus, "eval", p.n_eval_tokens, p.ctx_len, self.store)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.train_acts.manifest["d_model"])
+
+    @property
+    def d_sae(self) -> int:
+        return self.profile.expansion * self.d_model
+
+    # ------------------------------------------------------------------------------- training
+    def train_config(self, **overrides):
+        from .training import TrainConfig
+
+        p = self.profile
+        base = dict(steps=p.steps, batch_size=p.batch_size, seed=p.seed)
+        base.update(overrides)
+        return TrainConfig(**base)
+
+    def headline_variants(self, k_values=None, seed: int | None = None) -> list[Variant]:
+        """The paper's eight runs: TopK and vSAE (fixed variance, KL over all latents) at each k."""
+        from .models import TopKSAEConfig, VSAEConfig
+
+        p = self.profile
+        seed = p.seed if seed is None else seed
+        out = []
+        for k in (k_values or p.k_values):
+            out.append(Variant(sae_name("topk", k), TopKSAEConfig(d_in=self.d_model, d_sae=self.d_sae, k=k, seed=seed),
+                               {"seed": seed}))
+        for k in (k_values or p.k_values):
+            out.append(Variant(sae_name("vsae", k), VSAEConfig(d_in=self.d_model, d_sae=self.d_sae, k=k, seed=seed,
+                                                               kl_coeff=p.kl_coeff), {"seed": seed}))
+        return out
+
+    def _sae_key_cfg(self, v: Variant) -> dict:
+        p = self.profile
+        return {
+            "data": {f: getattr(p, f) for f in _TRAIN_DATA_FIELDS} | {"cache": self.train_acts.manifest.get("checksum")},
+            "model": dataclasses.asdict(v.model_cfg),
+            "train": dataclasses.asdict(self.train_config(**v.train_overrides)),
+        }
+
+    def sae_dir(self, v: Variant) -> Path:
+        return self.store.path("sae", self._sae_key_cfg(v))
+
+    def train(self, variants: list[Variant], progress: bool = True) -> dict:
+        """Train the variants that are not stored yet (all from one pass when their trainer settings agree)."""
+        from .models import load_sae
+        from .training import train_saes
+
+        missing = [v for v in variants if not self.store.exists("sae", self._sae_key_cfg(v))]
+        groups: dict[str, list[Variant]] = {}
+        for v in missing:
+            groups.setdefault(config_key(dataclasses.asdict(self.train_config(**v.train_overrides))), []).append(v)
+        for gkey, vs in groups.items():
+            tcfg = self.train_config(**vs[0].train_overrides)
+            run_key = config_key({"group": sorted(config_key(self._sae_key_cfg(v)) for v in vs)})
+            work = self.store.root / "runs" / run_key  # stable: a killed run resumes from its checkpoints
+            specs = {config_key(self._sae_key_cfg(v)): v.model_cfg for v in vs}
+            train_saes(self.train_acts, specs, tcfg, work, resume=True, progress=progress)
+            for v in vs:
+                key = config_key(self._sae_key_cfg(v))
+                with self.store.writing("sae", self._sae_key_cfg(v)) as tmp:
+                    for f in ("cfg.json", "sae.safetensors", "log.csv"):
+                        shutil.copy2(work / key / f, tmp / f)
+                    (tmp / "variant.json").write_text(json.dumps({"name": v.name}))
+            shutil.rmtree(work, ignore_errors=True)
+        return {v.name: load_sae(self.sae_dir(v)).to(self.device).eval() for v in variants}
+
+    def logs(self, variants: list[Variant]) -> pd.DataFrame:
+        """Training logs of stored variants, one row per logged step, with run / architecture / k columns."""
+        frames = []
+        for v in variants:
+            df = pd.read_csv(self.sae_dir(v) / "log.csv")
+            df.insert(0, "run", v.name)
+            df.insert(1, "architecture", v.architecture)
+            df.insert(2, "k", v.model_cfg.k)
+            frames.append(df)
+        return pd.concat(frames, ignore_index=True)
+
+    # ---------------------------------------------------------------------------- evaluation
+    def per_sae_table(self, kind: str, variants: list[Variant], eval_cfg: dict,
+                      compute: Callable[[dict], pd.DataFrame]) -> pd.DataFrame:
+        """Evaluate each SAE once per ``eval_cfg`` and store its rows; ``compute`` gets {name: sae}."""
+        frames = []
+        todo = []
+        for v in variants:
+            cfg = {"sae": config_key(self._sae_key_cfg(v)), "eval": eval_cfg}
+            if self.store.exists(kind, cfg):
+                frames.append(self.store.get_table(kind, cfg, lambda: None))
+            else:
+                todo.append((v, cfg))
+        if todo:
+            saes = self.train([v for v, _ in todo])
+            df = compute(saes)
+            for v, cfg in todo:
+                rows = df[df["sae"] == v.name].copy()
+                frames.append(self.store.get_table(kind, cfg, lambda rows=rows: rows))
+        out = pd.concat(frames, ignore_index=True)
+        order = {v.name: i for i, v in enumerate(variants)}
+        return out.sort_values("sae", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+    def describe(self) -> dict:
+        return {"profile": self.profile.to_dict(), "device": self.device, "store": str(self.store.root)}
+
+    def training_summary(self, variants: list[Variant]) -> pd.DataFrame:
+        """Last logged values of each run: one row per SAE."""
+        logs = self.logs(variants)
+        last = logs.groupby("run", sort=False).tail(1).set_index("run")
+        cols = [c for c in ("architecture", "k", "step", "tokens", "loss", "mse", "kl", "auxk", "l0", "frac_dead")
+                if c in last.columns]
+        out = last[cols].reindex([v.name for v in variants]).reset_index().rename(columns={"run": "sae"})
+        return out

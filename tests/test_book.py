@@ -1,0 +1,104 @@
+"""The smoke book end to end: papermill executes every chapter (profile ``smoke``), nbval re-executes
+them and compares the tagged cells, jupyter-book renders the site with warnings as errors, and headless
+Chromium checks the rendered pages. Also: parameter validation and one-chapter re-execution."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vsae import book
+from vsae.paths import REPO_ROOT
+
+PROFILE = "smoke"
+STAGE = book.stage_root(PROFILE)
+
+
+def _run(cmd, **kw):
+    p = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, **kw)
+    if p.returncode:
+        sys.stdout.write(p.stdout[-6000:])
+        sys.stderr.write(p.stderr[-6000:])
+    return p
+
+
+@pytest.fixture(scope="module")
+def smoke_book():
+    t0 = time.time()
+    p = _run([sys.executable, "-m", "vsae.book", "build", "--profile", PROFILE])
+    assert p.returncode == 0, f"smoke book failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    print(f"smoke book built in {time.time() - t0:.0f} s")
+    return STAGE / "_build" / "html"
+
+
+def test_every_chapter_executed(smoke_book):
+    for name in book.chapters():
+        nb = json.loads((book.chapters_dir(PROFILE) / f"{name}.ipynb").read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert code and all(c.get("execution_count") for c in code), f"{name}: unexecuted cells"
+        errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, f"{name}: error outputs {errors}"
+        tags = [c["metadata"].get("tags", []) for c in nb["cells"]]
+        assert ["parameters"] in tags and any("injected-parameters" in t for t in tags), f"{name}: no parameters cell"
+
+
+def test_nbval_reproduces_tagged_outputs(smoke_book):
+    nbs = [str(book.chapters_dir(PROFILE) / f"{c}.ipynb") for c in book.chapters()]
+    p = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+              "--nbval-sanitize-with", str(REPO_ROOT / "tests" / "nbval_sanitize.cfg"), *nbs])
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert " passed" in p.stdout
+
+
+def test_site_rendered_and_browser_check(smoke_book, tmp_path):
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from browser_check import check
+
+    pages = ["index.html", "book/chapters/04_core.html", "book/chapters/08_features.html"]
+    for page in pages:
+        assert (smoke_book / page).exists(), f"{page} not rendered"
+    shots = STAGE / "_build" / "screenshots"
+    recs = check(smoke_book, pages, shots)
+    assert all(Path(r["screenshot"]).stat().st_size > 10_000 for r in recs)
+    assert recs[1]["images"] >= 2, "the core-metrics chapter should show its figures"
+
+
+def test_bad_parameter_is_refused_before_work(tmp_path):
+    import papermill as pm
+
+    src = book.sync_notebook("01_introduction")
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(str(src), str(tmp_path / "out.ipynb"), parameters={"profile": "smoke", "kl_coef": 0.1},
+                            cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
+    assert "unknown parameter(s) ['kl_coef']" in str(e.value.evalue)
+    assert "kl_coeff" in str(e.value.evalue)  # the message lists what is allowed
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(str(src), str(tmp_path / "out.ipynb"), parameters={"profile": "tiny"},
+                            cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
+    assert "not allowed" in str(e.value.evalue) and "offline" in str(e.value.evalue)
+
+
+def test_rerun_one_chapter_with_new_parameters_reuses_artifacts(smoke_book):
+    """k_values=[16] is a subset of the smoke runs: no SAE is trained again, no eval recomputed."""
+    from vsae.store import Store
+
+    def n_artifacts():
+        root = Store().root
+        return {kind: len(list((root / kind).glob("*/COMPLETE"))) for kind in ("sae", "core")}
+
+    before = n_artifacts()
+    t0 = time.time()
+    p = _run([sys.executable, "-m", "vsae.book", "chapter", "04_core", "--profile", PROFILE, "--", "-p", "k_values", "[16]"])
+    assert p.returncode == 0, p.stdout[-3000:]
+    nb = json.loads((book.chapters_dir(PROFILE) / "04_core.ipynb").read_text())
+    assert "k_values = [16]" in json.dumps(nb)
+    assert n_artifacts() == before, "re-executing with a subset of k values must reuse every stored artifact"
+    # restore the full smoke chapter for later runs
+    p = _run([sys.executable, "-m", "vsae.book", "chapter", "04_core", "--profile", PROFILE])
+    assert p.returncode == 0
+    print(f"re-executed 04_core twice in {time.time() - t0:.0f} s")
