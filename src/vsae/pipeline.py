@@ -128,13 +128,12 @@ class Experiment:
             tcfg = self.train_config(**vs[0].train_overrides)
             run_key = config_key({"group": sorted(config_key(self._sae_key_cfg(v)) for v in vs)})
             work = self.store.root / "runs" / run_key  # stable: a killed run resumes from its checkpoints
-            specs = {config_key(self._sae_key_cfg(v)): v.model_cfg for v in vs}
+            specs = {v.name: v.model_cfg for v in vs}
             train_saes(self.train_acts, specs, tcfg, work, resume=True, progress=progress)
             for v in vs:
-                key = config_key(self._sae_key_cfg(v))
                 with self.store.writing("sae", self._sae_key_cfg(v)) as tmp:
                     for f in ("cfg.json", "sae.safetensors", "log.csv"):
-                        shutil.copy2(work / key / f, tmp / f)
+                        shutil.copy2(work / v.name / f, tmp / f)
                     (tmp / "variant.json").write_text(json.dumps({"name": v.name}))
             shutil.rmtree(work, ignore_errors=True)
         return {v.name: load_sae(self.sae_dir(v)).to(self.device).eval() for v in variants}
@@ -151,26 +150,58 @@ class Experiment:
         return pd.concat(frames, ignore_index=True)
 
     # ---------------------------------------------------------------------------- evaluation
-    def per_sae_table(self, kind: str, variants: list[Variant], eval_cfg: dict,
-                      compute: Callable[[dict], pd.DataFrame]) -> pd.DataFrame:
-        """Evaluate each SAE once per ``eval_cfg`` and store its rows; ``compute`` gets {name: sae}."""
-        frames = []
+    def per_sae_tables(self, kind: str, variants: list[Variant], eval_cfg: dict,
+                       compute: Callable[[dict], dict[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
+        """Evaluate each SAE once per ``eval_cfg`` and store its rows of every table.
+
+        ``compute({name: sae})`` returns ``{table_name: DataFrame}``, each with an ``sae`` column; SAEs
+        already evaluated with this ``eval_cfg`` are read back instead of recomputed.
+        """
+        frames: dict[str, list[pd.DataFrame]] = {}
         todo = []
         for v in variants:
             cfg = {"sae": config_key(self._sae_key_cfg(v)), "eval": eval_cfg}
             if self.store.exists(kind, cfg):
-                frames.append(self.store.get_table(kind, cfg, lambda: None))
+                d = self.store.path(kind, cfg)
+                for f in sorted(d.glob("*.pkl")):
+                    frames.setdefault(f.stem, []).append(pd.read_pickle(f))
             else:
                 todo.append((v, cfg))
         if todo:
             saes = self.train([v for v, _ in todo])
-            df = compute(saes)
+            tables = compute(saes)
             for v, cfg in todo:
-                rows = df[df["sae"] == v.name].copy()
-                frames.append(self.store.get_table(kind, cfg, lambda rows=rows: rows))
-        out = pd.concat(frames, ignore_index=True)
+                with self.store.writing(kind, cfg) as tmp:
+                    for tname, df in tables.items():
+                        rows = df[df["sae"] == v.name].copy()
+                        rows.to_pickle(tmp / f"{tname}.pkl")
+                        frames.setdefault(tname, []).append(rows)
         order = {v.name: i for i, v in enumerate(variants)}
-        return out.sort_values("sae", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+        arch = {v.name: v.architecture for v in variants}
+        out = {}
+        for tname, fs in frames.items():
+            df = pd.concat(fs, ignore_index=True)
+            df = df.sort_values("sae", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+            if "architecture" not in df.columns:
+                df.insert(1, "architecture", df["sae"].map(arch))
+            if "k" not in df.columns:
+                df.insert(2, "k", df["sae"].map({v.name: v.model_cfg.k for v in variants}))
+            out[tname] = df
+        return out
+
+    # ---------------------------------------------------------------------------- the evals
+    def core(self, variants: list[Variant]) -> dict[str, pd.DataFrame]:
+        """Core metrics on the held-out evaluation tokens: tables ``metrics`` and ``density``."""
+        from .evals.core import CoreConfig, evaluate_core
+
+        cfg = CoreConfig(n_ce_contexts=self.profile.n_ce_contexts)
+        eval_cfg = {"core": cfg.to_dict(), "acts": self.eval_acts.manifest.get("checksum")}
+
+        def compute(saes):
+            res = evaluate_core(saes, self.eval_acts, self.lm, cfg=cfg)
+            return {"metrics": res.metrics, "density": res.density}
+
+        return self.per_sae_tables("core", variants, eval_cfg, compute)
 
     def describe(self) -> dict:
         return {"profile": self.profile.to_dict(), "device": self.device, "store": str(self.store.root)}

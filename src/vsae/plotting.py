@@ -149,3 +149,93 @@ def training_curves(logs: pd.DataFrame, columns=("loss", "mse", "kl", "l0", "fra
     fig.legend(handles, labels_, loc="lower center", ncol=min(8, len(labels_)), bbox_to_anchor=(0.5, -0.12), fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------- #
+# Chapter 4: core metrics
+# --------------------------------------------------------------------------------------------- #
+METRIC_LABELS = {
+    "ce_loss_score": "CE-loss score (higher is better)",
+    "kl_div_score": "KL-divergence score",
+    "explained_variance": "explained variance",
+    "cossim": "cosine similarity",
+    "frac_alive": "fraction of alive latents",
+    "l0": "L0 (active latents / token)",
+    "mse": "MSE per dimension",
+}
+
+
+def metrics_vs_k(ours: pd.DataFrame, metrics, paper: pd.DataFrame | None = None, ours_label: str = "ours",
+                 suptitle: str | None = None):
+    """1×len(metrics) panels of a metric against k (log2 axis), one line per architecture.
+
+    ``ours``: columns architecture, k and the metric columns (several rows per (architecture, k) are
+    averaged and drawn with a 95% interval, e.g. seeds). ``paper``: tidy paper values (metric,
+    architecture, k, value), drawn as open markers on dashed lines.
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(PAGE_WIDTH * 1.2, 3.3))
+    axes = np.atleast_1d(axes)
+    for ax, m in zip(axes, metrics):
+        for arch, g in ours.groupby("architecture", sort=False):
+            agg = g.groupby("k")[m].agg(["mean", "count", "std"]).reset_index()
+            ax.plot(agg["k"], agg["mean"], marker=MARKERS.get(arch, "o"), color=color(arch), label=f"{label(arch)} ({ours_label})")
+            if (agg["count"] > 1).any():
+                half = 1.96 * agg["std"].fillna(0) / np.sqrt(agg["count"])
+                ax.fill_between(agg["k"], agg["mean"] - half, agg["mean"] + half, color=color(arch), alpha=0.15)
+        if paper is not None:
+            pg = paper[paper.metric == m]
+            for arch, g in pg.groupby("architecture", sort=False):
+                g = g.sort_values("k")
+                ax.plot(g["k"], g["value"], ls="--", marker=MARKERS.get(arch, "o"), mfc="none", color=color(arch),
+                        alpha=0.7, label=f"{label(arch)} (paper, Pythia-70M)")
+        _log2_k_axis(ax, ours["k"].tolist() + ([] if paper is None else paper["k"].tolist()))
+        ax.set_xlabel("k (active latents per token)")
+        ax.set_ylabel(METRIC_LABELS.get(m, m))
+        ax.set_title(METRIC_LABELS.get(m, m).split(" (")[0])
+    handles, labels_ = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels_, loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.1))
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def pareto(ours: pd.DataFrame, paper: pd.DataFrame | None = None, y: str = "explained_variance"):
+    """Sparsity (L0) against explained variance, annotated with k; paper values as open markers."""
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.55, 4.0))
+    for arch, g in ours.groupby("architecture", sort=False):
+        g = g.groupby("k")[["l0", y]].mean().reset_index().sort_values("l0")
+        ax.plot(g["l0"], g[y], marker=MARKERS.get(arch, "o"), color=color(arch), label=f"{label(arch)} (ours)")
+        for _, r in g.iterrows():
+            ax.annotate(f"k={int(r['k'])}", (r["l0"], r[y]), textcoords="offset points", xytext=(4, -10), fontsize=7.5,
+                        color=color(arch))
+    if paper is not None:
+        pw = paper.pivot_table(index=["architecture", "k"], columns="metric", values="value").reset_index()
+        for arch, g in pw.groupby("architecture", sort=False):
+            g = g.sort_values("l0")
+            ax.plot(g["l0"], g[y], ls="--", marker=MARKERS.get(arch, "o"), mfc="none", color=color(arch), alpha=0.7,
+                    label=f"{label(arch)} (paper)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("L0 (active latents per token, log scale)")
+    ax.set_ylabel(METRIC_LABELS.get(y, y))
+    ax.set_title("Sparsity vs reconstruction")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def density_histogram(density: pd.DataFrame, saes: list[str], arch_of: dict[str, str]):
+    """Per-latent firing density (log10) for the given SAEs; dead latents counted at the left edge."""
+    fig, axes = plt.subplots(1, len(saes), figsize=(PAGE_WIDTH * 1.2, 2.8), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, s in zip(axes, saes):
+        d = density[density.sae == s]["density"].to_numpy()
+        alive = d[d > 0]
+        floor = np.log10(alive.min()) - 0.5 if len(alive) else -6
+        vals = np.where(d > 0, np.log10(np.clip(d, 1e-12, None)), floor)
+        ax.hist(vals, bins=40, color=color(arch_of[s]))
+        ax.set_title(f"{s}: {len(alive)}/{len(d)} alive", fontsize=9)
+        ax.set_xlabel("log10 firing density")
+    axes[0].set_ylabel("latents")
+    fig.tight_layout()
+    return fig

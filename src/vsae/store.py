@@ -72,6 +72,24 @@ class Store:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
+    # -- resumable artifacts ----------------------------------------------------------------
+    def staging_path(self, kind: str, cfg: Any) -> Path:
+        """A fixed (not random) work folder for ``cfg``, so that a killed writer can resume.
+
+        Never read as an artifact: only :meth:`commit` turns it into one.
+        """
+        final = self.path(kind, cfg)
+        return final.parent / f".{final.name}.staging"
+
+    def commit(self, kind: str, cfg: Any, staging: Path) -> Path:
+        """Mark ``staging`` complete and rename it atomically to the artifact folder of ``cfg``."""
+        final = self.path(kind, cfg)
+        (staging / "COMPLETE").write_text("")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        return final
+
     # -- tables -----------------------------------------------------------------------------
     def get_table(self, kind: str, cfg: Any, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
         """Return the stored DataFrame for ``(kind, cfg)``, computing and storing it if missing."""

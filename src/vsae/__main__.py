@@ -1,0 +1,185 @@
+"""Command line: ``python -m vsae <command> ...`` (also installed as ``vsae``).
+
+Commands::
+
+    fetch     [--with-docs] [--only NAME ...]         fetch + verify the pinned offline assets
+    assets                                              list the pinned assets and whether present
+    harvest   --profile P [--split train|eval|both] [--n-tokens N] [--lm NAME --layer L --dtype D]
+              [--corpus C] [--batch-size B]            harvest activations into the store
+    verify    PATH [--full]                             check an activation cache (manifest, sizes, sha256)
+    tokens    [--corpus C] [--lm NAME]                  token counts per source and split
+    hub                                                 is the Hugging Face Hub reachable?
+
+More commands (train, ...) are added to :data:`COMMANDS` as ``name: (add_arguments, run)`` and a
+line in :data:`HELP`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int | None]]] = {}
+
+
+# -- fetch --------------------------------------------------------------------------------------
+def _fetch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--with-docs", action="store_true", help="also the optional CPython docs (Debian python3.11-doc)")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="only these assets (see `python -m vsae assets`)")
+
+
+def _fetch(a: argparse.Namespace) -> int:
+    from .assets import AssetError, fetch_all
+
+    which = a.only if a.only else ("all" if a.with_docs else "default")
+    try:
+        fetch_all(which)
+    except AssetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _assets_args(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _assets(a: argparse.Namespace) -> int:
+    from .assets import describe_assets
+
+    for r in describe_assets():
+        print(f"{r['name']:12s} {r['client']:9s} {r['spec']:28s} {'present' if r['present'] else 'missing':8s} "
+              f"{'(optional) ' if r['optional'] else ''}sha256 {r['sha256']}")
+    return 0
+
+
+# -- harvest ------------------------------------------------------------------------------------
+def _harvest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="offline", help="paper | offline | smoke (default offline)")
+    p.add_argument("--split", default="train", choices=["train", "eval", "both"])
+    p.add_argument("--n-tokens", type=int, help="default: the profile's n_train_tokens / n_eval_tokens")
+    p.add_argument("--lm", help="override the profile's language model")
+    p.add_argument("--layer", type=int, help="override the profile's layer")
+    p.add_argument("--dtype", help="override the profile's lm_dtype")
+    p.add_argument("--corpus", help="override the profile's corpus")
+    p.add_argument("--batch-size", type=int, default=None, help="contexts per forward pass (default 32)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _harvest(a: argparse.Namespace) -> int:
+    from .activations import DEFAULT_BATCH, harvest
+    from .hub import HubUnavailableError
+    from .lm import load_lm
+    from .profiles import get_profile
+    from .store import Store
+
+    over = {k: v for k, v in {"lm": a.lm, "layer": a.layer, "lm_dtype": a.dtype}.items() if v is not None}
+    prof = get_profile(a.profile, **over)
+    try:
+        lm = load_lm(prof.lm, prof.layer, dtype=prof.lm_dtype)
+    except HubUnavailableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    store = Store()
+    for split in (["train", "eval"] if a.split == "both" else [a.split]):
+        corpus = a.corpus or (prof.train_corpus if split == "train" else prof.eval_corpus)
+        n = a.n_tokens or (prof.n_train_tokens if split == "train" else prof.n_eval_tokens)
+        try:
+            cache = harvest(lm, corpus, split, n, prof.ctx_len, store, batch_size=a.batch_size or DEFAULT_BATCH,
+                            progress=not a.no_progress)
+        except HubUnavailableError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"{cache!r}\n  {cache.path}")
+    return 0
+
+
+# -- verify -------------------------------------------------------------------------------------
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="an activation-cache folder (store/acts/<key>)")
+    p.add_argument("--full", action="store_true", help="also re-hash every data file")
+
+
+def _verify(a: argparse.Namespace) -> int:
+    from .activations import ActivationCache, CacheError
+
+    try:
+        c = ActivationCache(a.path, verify="full" if a.full else "quick")
+    except CacheError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"ok: {c!r}")
+    return 0
+
+
+# -- tokens -------------------------------------------------------------------------------------
+def _tokens_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", default="offline")
+    p.add_argument("--lm", default=None, help="tokenizer of this model (default: the Pythia / GPT-NeoX-20B one)")
+    p.add_argument("--ctx-len", type=int, default=128)
+
+
+def _tokens(a: argparse.Namespace) -> int:
+    from .data import token_counts
+    from .store import Store
+
+    lm = None
+    if a.lm:
+        from .lm import load_lm
+
+        lm = load_lm(a.lm, 0)
+    df = token_counts(a.corpus, lm, a.ctx_len, store=Store())
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(df.to_string(index=False))
+        print(df.groupby("split")[["docs", "tokens", "context_tokens"]].sum().to_string())
+    return 0
+
+
+# -- hub ----------------------------------------------------------------------------------------
+def _hub_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, default=3.0)
+
+
+def _hub(a: argparse.Namespace) -> int:
+    from .hub import hub_endpoint, hub_reachable
+
+    ok, why = hub_reachable(a.timeout, path="EleutherAI/pythia-70m-deduped/resolve/main/config.json")
+    print(json.dumps({"endpoint": hub_endpoint(), "reachable": ok, "detail": why}))
+    return 0 if ok else 1
+
+
+COMMANDS.update({
+    "fetch": (_fetch_args, _fetch),
+    "assets": (_assets_args, _assets),
+    "harvest": (_harvest_args, _harvest),
+    "verify": (_verify_args, _verify),
+    "tokens": (_tokens_args, _tokens),
+    "hub": (_hub_args, _hub),
+})
+
+HELP = {
+    "fetch": "fetch, verify and unpack the pinned offline assets (idempotent)",
+    "assets": "list the pinned assets",
+    "harvest": "harvest residual activations of a profile into the store (resumable)",
+    "verify": "verify an activation cache",
+    "tokens": "token counts of a corpus per source and split",
+    "hub": "check whether the Hugging Face Hub is reachable (3 s)",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vsae", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name, (add, _) in COMMANDS.items():
+        add(sub.add_parser(name, help=HELP.get(name, "")))
+    a = ap.parse_args(argv)
+    return int(COMMANDS[a.command][1](a) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
