@@ -83,12 +83,12 @@ both[[c for c in both.columns if c[0] in ours.columns]].round(3)
 # %%
 plotting.setup()
 paper_tidy = paper.paper_results("core")
-fig = plotting.metrics_vs_k(metrics, ["ce_loss_score", "explained_variance", "cossim", "frac_alive"], paper=paper_tidy,
+fig = plotting.metrics_vs_k(metrics.assign(k=metrics.sae_k), ["ce_loss_score", "explained_variance", "cossim", "frac_alive"], paper=paper_tidy,
                             ours_label=ex.profile.name)
 plotting.savefig(fig, "core_overview")
 
 # %%
-fig = plotting.pareto(metrics, paper=paper_tidy)
+fig = plotting.pareto(metrics.assign(k=metrics.sae_k), paper=paper_tidy)
 plotting.savefig(fig, "pareto")
 
 # %% [markdown]
@@ -107,7 +107,9 @@ plotting.savefig(fig, "density")
 # The paper's table reports a KL-divergence score of exactly −1 for every SAE and CE-loss scores above
 # 1 (1.0294 for three SAEs): both are impossible for a correct computation with these SAEs and come
 # from its evaluation (bf16 quantisation, and a model loaded without the weight processing used in
-# training). Ours are computed in float32 on the same model the activations came from:
+# training). Ours come from the same model, weights and dtype the activations came from (the profile's
+# `lm_dtype`; the `offline` profile runs SmolLM2 in bfloat16, see chapter 2), with the logits cast to
+# float32 before the log-softmax, which is where bf16 arithmetic turns a KL divergence into NaN:
 
 # %%
 ce_cols = ["ce_loss_without_sae", "ce_loss_with_sae", "ce_loss_with_ablation", "ce_loss_score",

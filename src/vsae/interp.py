@@ -310,3 +310,41 @@ def comparable_latents(stats_a: pd.DataFrame, stats_b: pd.DataFrame, n: int = 4,
                 row[f"{col}_a"], row[f"{col}_b"] = float(a.at[ia, col]), float(b.at[ib, col])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Everything about one latent, for the book's side-by-side panels
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FeatureReport:
+    """What the feature-interpretability chapter shows for one latent of one SAE."""
+
+    sae: str
+    latent: int
+    stats: dict
+    histogram: pd.DataFrame
+    contexts: pd.DataFrame
+    contexts_html: str
+    logit_effects: pd.DataFrame
+    synthetic: SyntheticResult | None
+
+
+def feature_report(name: str, sae, lm, acts, latent: int, stats: pd.DataFrame | None = None, *,
+                   n_contexts: int = 10, synthetic_steps: int = 200, seed: int = 0) -> FeatureReport:
+    """Statistics, histogram, top contexts (HTML), logit effects and a synthetic maximiser of ``latent``.
+
+    ``stats``: the SAE's :func:`latent_stats` table (computed when omitted).
+    """
+    if stats is None:
+        stats = latent_stats(sae, acts)
+    values = latent_activations(sae, acts, [latent])[:, 0]
+    ctx = top_contexts(acts, values, k=n_contexts)
+    row = stats.set_index("latent").loc[int(latent)].to_dict()
+    title = (f"{name} latent {latent}: density {row['density']:.4f}, mean {row['mean_activation']:.3f}, "
+             f"max {row['max_activation']:.3f}, decoder norm {row['decoder_norm']:.3f}")
+    html = contexts_html(ctx, lm.tokenizer, title=title)
+    syn = (synthetic_maximiser(sae, lm, latent, steps=synthetic_steps, seed=seed) if synthetic_steps > 0 else None)
+    return FeatureReport(name, int(latent), row, activation_histogram(values, bins=40), ctx, html,
+                         logit_effects(sae, lm, latent, k=8), syn)

@@ -182,10 +182,10 @@ class Experiment:
         for tname, fs in frames.items():
             df = pd.concat(fs, ignore_index=True)
             df = df.sort_values("sae", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
-            if "architecture" not in df.columns:
-                df.insert(1, "architecture", df["sae"].map(arch))
-            if "k" not in df.columns:
-                df.insert(2, "k", df["sae"].map({v.name: v.model_cfg.k for v in variants}))
+            # every table says which architecture and which TopK k each row's SAE has ("k" may be a
+            # probe's k in an eval's own table, so the SAE's is always "sae_k")
+            df["architecture"] = df["sae"].map(arch)
+            df["sae_k"] = df["sae"].map({v.name: v.model_cfg.k for v in variants})
             out[tname] = df
         return out
 
@@ -202,6 +202,86 @@ class Experiment:
             return {"metrics": res.metrics, "density": res.density}
 
         return self.per_sae_tables("core", variants, eval_cfg, compute)
+
+    @cached_property
+    def pool(self):
+        """The labelled passages of the probing / SCR / TPP tasks, harvested once through the LM."""
+        from .evals.tasks import harvest_pool, suite_for_profile
+
+        suite = suite_for_profile(self.profile, self.lm, store=self.store)
+        return harvest_pool(self.lm, suite, store=self.store)
+
+    def _pool_id(self) -> str:
+        return str(self.pool.path.name if self.pool.path is not None else config_key(self.pool.suite.describe().to_dict()))
+
+    def tasks(self) -> pd.DataFrame:
+        """One row per probing / SCR / TPP task with how it was built."""
+        return self.pool.suite.describe()
+
+    @cached_property
+    def llm_probe_baseline(self) -> pd.DataFrame:
+        from .evals.probing import SparseProbingConfig, llm_baseline
+
+        cfg = SparseProbingConfig(seed=self.profile.seed)
+        return self.store.get_table("probe_llm", {"pool": self._pool_id(), "cfg": cfg.to_dict()},
+                                    lambda: llm_baseline(self.pool, cfg=cfg))
+
+    def sparse_probing(self, variants: list[Variant]) -> pd.DataFrame:
+        """SAE Bench sparse probing, one row per (sae, dataset, task, k) plus ``dataset == "ALL"`` rows."""
+        from .evals.probing import SparseProbingConfig, run_sparse_probing
+
+        cfg = SparseProbingConfig(seed=self.profile.seed)
+        eval_cfg = {"pool": self._pool_id(), "cfg": cfg.to_dict()}
+        llm = self.llm_probe_baseline
+        return self.per_sae_tables("sparse_probing", variants, eval_cfg,
+                                   lambda saes: {"probing": run_sparse_probing(saes, self.pool, cfg=cfg, llm=llm)})["probing"]
+
+    def _scr_tpp_cfg(self):
+        from .evals.scr_tpp import ScrTppConfig
+
+        return ScrTppConfig(seed=self.profile.seed)
+
+    def scr(self, variants: list[Variant]) -> pd.DataFrame:
+        """Spurious correlation removal, one row per (sae, pair, N) plus ``pair == "ALL"`` rows."""
+        from .evals.scr_tpp import run_scr, train_scr_probes
+
+        cfg = self._scr_tpp_cfg()
+        eval_cfg = {"pool": self._pool_id(), "cfg": cfg.to_dict()}
+
+        def compute(saes):
+            probes = [train_scr_probes(self.pool, p, cfg) for p in self.pool.suite.scr]
+            return {"scr": run_scr(saes, self.pool, cfg=cfg, probes=probes)}
+
+        return self.per_sae_tables("scr", variants, eval_cfg, compute)["scr"]
+
+    def tpp(self, variants: list[Variant]) -> pd.DataFrame:
+        """Targeted probe perturbation, one row per (sae, dataset, class, N) plus ``ALL`` rows."""
+        from .evals.scr_tpp import run_tpp, train_tpp_probes
+
+        cfg = self._scr_tpp_cfg()
+        eval_cfg = {"pool": self._pool_id(), "cfg": cfg.to_dict()}
+
+        def compute(saes):
+            probes = [train_tpp_probes(self.pool, d, cfg) for d in self.pool.suite.tpp]
+            return {"tpp": run_tpp(saes, self.pool, cfg=cfg, probes=probes)}
+
+        return self.per_sae_tables("tpp", variants, eval_cfg, compute)["tpp"]
+
+    def absorption(self, variants: list[Variant], **cfg_overrides) -> dict[str, pd.DataFrame]:
+        """First-letter feature absorption (beyond the paper): tables ``summary`` and ``letters``."""
+        from .evals.absorption import AbsorptionConfig, prepare_absorption, run_absorption
+
+        cfg = AbsorptionConfig(**cfg_overrides)
+        eval_cfg = {"cfg": dataclasses.asdict(cfg), "lm": self.lm.describe(), "hook": self.lm.hook_name}
+        state = {}
+
+        def compute(saes):
+            if "data" not in state:
+                state["data"] = prepare_absorption(self.lm, cfg)
+            res = run_absorption(saes, self.lm, cfg=cfg, data=state["data"])
+            return {"summary": res.summary, "letters": res.letters}
+
+        return self.per_sae_tables("absorption", variants, eval_cfg, compute)
 
     def describe(self) -> dict:
         return {"profile": self.profile.to_dict(), "device": self.device, "store": str(self.store.root)}

@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Iterable
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
 #: the book's palette: TopK in blue, vSAE in magenta (as in the paper's figures), controls in greys/greens
 PALETTE = {
@@ -44,13 +42,24 @@ def label(arch: str) -> str:
     return LABELS.get(arch, arch)
 
 
-def savefig(fig, name: str, folder: str | Path = "figures") -> Path:
-    """Save ``fig`` as ``<folder>/<name>.png`` (relative to the executing chapter) and return the path."""
+def savefig(fig, name: str, folder: str | Path = "figures") -> None:
+    """Save ``fig`` as ``<folder>/<name>.png`` (relative to the executing chapter), show it, close it.
+
+    Returns nothing, so that a cell ending with it shows only the figure.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     fig.savefig(path, bbox_inches="tight")
-    return path
+    try:  # in a notebook: show it once, then close it so the inline backend does not show it again
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display(fig)
+    except ImportError:  # pragma: no cover
+        pass
+    plt.close(fig)
 
 
 def _log2_k_axis(ax, ks: Iterable[int]) -> None:
@@ -237,5 +246,287 @@ def density_histogram(density: pd.DataFrame, saes: list[str], arch_of: dict[str,
         ax.set_title(f"{s}: {len(alive)}/{len(d)} alive", fontsize=9)
         ax.set_xlabel("log10 firing density")
     axes[0].set_ylabel("latents")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- #
+# Chapter 5: sparse probing
+# --------------------------------------------------------------------------------------------- #
+def probing_2x2(summary: pd.DataFrame, probe_ks=(1, 2, 5)):
+    """The paper's sparse-probing figure from a per-SAE summary.
+
+    ``summary``: one row per SAE with architecture, sae_k, sae_test_accuracy, llm_test_accuracy,
+    preservation, and sae_top_{k}_test_accuracy / top_{k}_preservation for k in ``probe_ks``.
+    """
+    fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 7.2))
+    ax = axes[0, 0]
+    for arch, g in summary.groupby("architecture", sort=False):
+        ax.scatter(g["llm_test_accuracy"], g["sae_test_accuracy"], color=color(arch), marker=MARKERS.get(arch, "o"),
+                   s=50, label=label(arch))
+        for _, r in g.iterrows():
+            ax.annotate(f"k={int(r['sae_k'])}", (r["llm_test_accuracy"], r["sae_test_accuracy"]), fontsize=7,
+                        textcoords="offset points", xytext=(4, 2), color=color(arch))
+    lo = float(min(summary["llm_test_accuracy"].min(), summary["sae_test_accuracy"].min())) - 0.01
+    hi = float(max(summary["llm_test_accuracy"].max(), summary["sae_test_accuracy"].max())) + 0.01
+    ax.plot([lo, hi], [lo, hi], ls="--", color="#888", label="perfect preservation")
+    ax.set_xlabel("LLM probe accuracy (all dims)")
+    ax.set_ylabel("SAE probe accuracy (all latents)")
+    ax.set_title("SAE vs LLM probe accuracy")
+    ax.legend(fontsize=8)
+
+    ax = axes[0, 1]
+    cols = ["preservation"] + [f"top_{k}_preservation" for k in probe_ks]
+    names = ["overall"] + [f"top-{k}" for k in probe_ks]
+    archs = list(summary["architecture"].unique())
+    width = 0.8 / len(archs)
+    for i, arch in enumerate(archs):
+        g = summary[summary.architecture == arch]
+        ax.bar(np.arange(len(cols)) + i * width, [g[c].mean() for c in cols], width, color=color(arch), label=label(arch))
+    ax.axhline(1.0, ls="--", color="#888")
+    ax.set_xticks(np.arange(len(cols)) + width * (len(archs) - 1) / 2)
+    ax.set_xticklabels(names)
+    ax.set_ylabel("accuracy preservation (SAE / LLM), mean over k")
+    ax.set_title("Mean preservation")
+    ax.legend(fontsize=8)
+
+    ax = axes[1, 0]
+    ks = sorted(summary["sae_k"].unique())
+    for _, r in summary.iterrows():
+        shade = 0.35 + 0.65 * (ks.index(r["sae_k"]) + 1) / len(ks)
+        ax.plot(probe_ks, [r[f"sae_top_{k}_test_accuracy"] for k in probe_ks], marker=MARKERS.get(r["architecture"], "o"),
+                color=color(r["architecture"]), alpha=shade, label=r["sae"])
+    ax.set_xticks(list(probe_ks))
+    ax.set_xlabel("latents used by the probe")
+    ax.set_ylabel("SAE top-k probe test accuracy")
+    ax.set_title("Top-k sparse probing")
+    ax.legend(fontsize=7, ncol=2)
+
+    ax = axes[1, 1]
+    for arch, g in summary.groupby("architecture", sort=False):
+        g = g.sort_values("sae_k")
+        ax.plot(g["sae_k"], g["llm_test_accuracy"] - g["sae_test_accuracy"], marker=MARKERS.get(arch, "o"),
+                color=color(arch), label=label(arch))
+    _log2_k_axis(ax, summary["sae_k"])
+    ax.axhline(0, ls="--", color="#888")
+    ax.set_xlabel("SAE k (active latents per token)")
+    ax.set_ylabel("LLM − SAE accuracy (all dims)")
+    ax.set_title("Accuracy degradation")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- #
+# Chapters 6 and 7: SCR and TPP
+# --------------------------------------------------------------------------------------------- #
+def _vs_threshold(ax, df: pd.DataFrame, y: str, ls="-", paper: pd.DataFrame | None = None, paper_metric=None,
+                  legend_suffix=""):
+    ks = sorted(df["sae_k"].unique())
+    for (arch, k), g in df.groupby(["architecture", "sae_k"], sort=False):
+        g = g.groupby("n")[y].mean().reset_index()
+        shade = 0.45 + 0.55 * (ks.index(k) + 1) / len(ks)
+        ax.plot(g["n"], g[y], ls=ls, marker=MARKERS.get(arch, "o"), color=color(arch), alpha=shade,
+                label=f"{label(arch)} k={k}{legend_suffix}")
+    if paper is not None:
+        pg = paper[paper.metric == paper_metric]
+        for (arch, k), g in pg.groupby(["architecture", "k"], sort=False):
+            g = g.sort_values("n_ablated")
+            ax.plot(g["n_ablated"], g["value"], ls=":", marker=MARKERS.get(arch, "o"), mfc="none", color=color(arch),
+                    alpha=0.6, label=f"{label(arch)} k={k} (paper)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("latents ablated N")
+
+
+def _heatmap(ax, df: pd.DataFrame, y: str, title: str):
+    piv = df.pivot_table(index="sae", columns="n", values=y, aggfunc="mean")
+    order = [s for s in df["sae"].unique() if s in piv.index]
+    piv = piv.loc[order]
+    piv.columns = [int(c) for c in piv.columns]
+    sns.heatmap(piv, ax=ax, annot=True, fmt=".2f", cmap="RdBu_r", center=0, cbar=False, annot_kws={"fontsize": 7})
+    ax.set_xlabel("latents ablated N")
+    ax.set_ylabel("")
+    ax.set_title(title)
+
+
+def scr_1x4(scr_all: pd.DataFrame, paper: pd.DataFrame | None = None):
+    """SCR metric, direction 1 and direction 2 against N, and a heatmap of the metric.
+
+    ``scr_all``: the ``pair == "ALL"`` rows (sae, architecture, sae_k, n, scr_metric, scr_dir1, scr_dir2), ``n``
+    being the number of latents ablated.
+    """
+    fig, axes = plt.subplots(1, 4, figsize=(PAGE_WIDTH * 1.35, 3.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.3]})
+    _vs_threshold(axes[0], scr_all, "scr_metric", paper=paper, paper_metric="scr_metric")
+    axes[0].set_ylabel("SCR metric (normalised recovery)")
+    axes[0].set_title("SCR metric")
+    _vs_threshold(axes[1], scr_all, "scr_dir1")
+    axes[1].set_ylabel("SCR, ablate spurious-attributed latents")
+    axes[1].set_title("Direction 1")
+    _vs_threshold(axes[2], scr_all, "scr_dir2")
+    axes[2].set_ylabel("SCR, ablate target-attributed latents")
+    axes[2].set_title("Direction 2")
+    for a in axes[:3]:
+        a.axhline(0, color="#888", lw=0.8)
+    _heatmap(axes[3], scr_all, "scr_metric", "SCR metric")
+    handles, labels_ = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels_, loc="lower center", ncol=6, bbox_to_anchor=(0.5, -0.16), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def tpp_1x4(tpp_all: pd.DataFrame, paper: pd.DataFrame | None = None):
+    """TPP total against N, intended (solid) vs unintended (dashed), selectivity, and a heatmap.
+
+    ``tpp_all``: mean-over-classes rows (sae, architecture, sae_k, n, tpp_total, tpp_intended, tpp_unintended).
+    """
+    fig, axes = plt.subplots(1, 4, figsize=(PAGE_WIDTH * 1.35, 3.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.3]})
+    _vs_threshold(axes[0], tpp_all, "tpp_total", paper=paper, paper_metric="tpp_total")
+    axes[0].set_ylabel("TPP total (intended − unintended)")
+    axes[0].set_title("TPP metric")
+    _vs_threshold(axes[1], tpp_all, "tpp_intended")
+    _vs_threshold(axes[1], tpp_all, "tpp_unintended", ls="--", legend_suffix=" (unintended)")
+    axes[1].set_ylabel("accuracy drop")
+    axes[1].set_title("Intended (solid) vs unintended (dashed)")
+    sel = tpp_all.assign(selectivity=tpp_all["tpp_intended"] / tpp_all["tpp_unintended"].abs().clip(lower=1e-3))
+    _vs_threshold(axes[2], sel, "selectivity")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("selectivity: intended / |unintended|")
+    axes[2].set_title("Selectivity")
+    _heatmap(axes[3], tpp_all, "tpp_total", "TPP total")
+    handles, labels_ = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels_, loc="lower center", ncol=6, bbox_to_anchor=(0.5, -0.16), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- #
+# Chapter 8: feature interpretability
+# --------------------------------------------------------------------------------------------- #
+def latent_summary(stats: dict[str, pd.DataFrame], arch_of: dict[str, str]):
+    """Per SAE: firing density against max activation of every alive latent, and decoder norms."""
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.4))
+    for name, s in stats.items():
+        a = s[s["n_fires"] > 0]
+        axes[0].scatter(a["density"], a["max_activation"], s=5, alpha=0.4, color=color(arch_of[name]),
+                        label=f"{name} ({len(a)} alive)")
+        axes[1].hist(s["decoder_norm"], bins=50, alpha=0.6, color=color(arch_of[name]), label=name)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("firing density on evaluation tokens (log)")
+    axes[0].set_ylabel("max activation")
+    axes[0].set_title("Alive latents")
+    axes[0].legend(fontsize=8, markerscale=3)
+    axes[1].set_xlabel("decoder row norm")
+    axes[1].set_ylabel("latents")
+    axes[1].set_title("Decoder norms")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def feature_pair(rep_a, rep_b, arch_a: str, arch_b: str):
+    """Side-by-side panels of two comparable latents: activation histogram, logit effects, synthetic run."""
+    fig, axes = plt.subplots(2, 3, figsize=(PAGE_WIDTH * 1.15, 5.6))
+    for row, (rep, arch) in enumerate(((rep_a, arch_a), (rep_b, arch_b))):
+        ax = axes[row, 0]
+        h = rep.histogram
+        if len(h):
+            ax.bar(h["bin_left"], h["count"], width=(h["bin_right"] - h["bin_left"]), align="edge", color=color(arch))
+        st = rep.stats
+        ax.set_title(f"{rep.sae} #{rep.latent}: density {st['density']:.4f}", fontsize=9)
+        ax.set_xlabel("activation when firing")
+        ax.set_ylabel("tokens")
+        ax.text(0.98, 0.95, f"mean {st['mean_activation']:.3f}\nmax {st['max_activation']:.3f}\n"
+                f"decoder norm {st['decoder_norm']:.3f}", transform=ax.transAxes, ha="right", va="top", fontsize=8,
+                bbox=dict(fc="white", ec="#ccc"))
+        ax = axes[row, 1]
+        le = rep.logit_effects
+        le = pd.concat([le[le.direction == "boosted"].head(5), le[le.direction == "suppressed"].head(5)])
+        ax.barh(np.arange(len(le)), le["effect"], color=[color(arch) if e > 0 else "#999" for e in le["effect"]])
+        ax.set_yticks(np.arange(len(le)))
+        ax.set_yticklabels([repr(t)[1:-1][:14] for t in le["token"]], fontsize=7.5)
+        ax.invert_yaxis()
+        ax.set_xlabel("logit effect (decoder row · W_U)")
+        ax.set_title("Top boosted / suppressed tokens", fontsize=9)
+        ax = axes[row, 2]
+        if rep.synthetic is not None:
+            hist = rep.synthetic.history
+            ax.plot(hist["step"], hist["soft_activation"], color=color(arch), label="latent activation (soft tokens)")
+            ax.axhline(st["max_activation"], ls="--", color="#555", label="max on real text")
+            ax.set_xlabel("optimisation step")
+            ax.set_ylabel("mean activation over 64 positions")
+            ax.set_title(f"Synthetic maximiser (hard tokens: max {rep.synthetic.max_activation:.2f})", fontsize=9)
+            ax.legend(fontsize=7)
+        else:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- #
+# Chapter 9: latent space
+# --------------------------------------------------------------------------------------------- #
+def token_tsne_panels(emb: dict[str, pd.DataFrame], arch_of: dict[str, str]):
+    """Token-space t-SNE per SAE: scatter coloured by L0 within kept latents, and a hexbin density."""
+    fig, axes = plt.subplots(2, len(emb), figsize=(PAGE_WIDTH, 8.0), squeeze=False)
+    for j, (name, df) in enumerate(emb.items()):
+        ax = axes[0, j]
+        sc = ax.scatter(df["x"], df["y"], c=df.get("l0", None), s=2, cmap="viridis", alpha=0.7)
+        if "l0" in df:
+            fig.colorbar(sc, ax=ax, label="active kept latents")
+        ax.set_title(f"{name}: {len(df):,} tokens", color=color(arch_of[name]))
+        ax.set_xlabel("t-SNE 1")
+        ax.set_ylabel("t-SNE 2")
+        ax = axes[1, j]
+        hb = ax.hexbin(df["x"], df["y"], gridsize=40, cmap="magma", mincnt=1)
+        fig.colorbar(hb, ax=ax, label="tokens per cell")
+        ax.set_xlabel("t-SNE 1")
+        ax.set_ylabel("t-SNE 2")
+        ax.set_title("density")
+    fig.tight_layout()
+    return fig
+
+
+def feature_tsne_panels(feat: pd.DataFrame, name: str, arch: str):
+    """The paper's 1×4 feature-space figure for one SAE: clusters, utilisation, activation, per-cluster use."""
+    fig, axes = plt.subplots(1, 4, figsize=(PAGE_WIDTH * 1.3, 3.4))
+    ax = axes[0]
+    sc = ax.scatter(feat["x"], feat["y"], c=feat["cluster"], cmap="tab10", s=8)
+    ax.set_title(f"{name}: {len(feat)} latents, k-means clusters", fontsize=9, color=color(arch))
+    ax = axes[1]
+    sc = ax.scatter(feat["x"], feat["y"], c=np.log10(feat["utilization"].clip(lower=1e-6)), cmap="viridis", s=8)
+    fig.colorbar(sc, ax=ax, label="log10 utilisation")
+    ax.set_title("utilisation (firing density)", fontsize=9)
+    ax = axes[2]
+    sc = ax.scatter(feat["x"], feat["y"], c=feat["mean_activation"], s=4 + 400 * feat["utilization"], cmap="plasma", alpha=0.7)
+    fig.colorbar(sc, ax=ax, label="mean activation when firing")
+    ax.set_title("activation (size = utilisation)", fontsize=9)
+    for a in axes[:3]:
+        a.set_xlabel("t-SNE 1")
+        a.set_ylabel("t-SNE 2")
+    ax = axes[3]
+    cu = feat.groupby("cluster").agg(n=("latent", "size"), u=("utilization", "mean")).reset_index()
+    ax.bar(cu["cluster"].astype(str), cu["u"], color=color(arch))
+    for _, r in cu.iterrows():
+        ax.text(str(int(r["cluster"])), r["u"], f"n={int(r['n'])}", ha="center", va="bottom", fontsize=7)
+    ax.set_xlabel("cluster")
+    ax.set_ylabel("mean utilisation")
+    ax.set_title("utilisation per cluster", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def cosine_distributions(hists: dict[str, pd.DataFrame], arch_of: dict[str, str]):
+    """Distribution of pairwise decoder cosine similarities among alive latents, per SAE."""
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.7, 3.4))
+    ks = sorted({n for n in hists})
+    for name, h in hists.items():
+        centers = (h["bin_left"] + h["bin_right"]) / 2
+        dens = h["count"] / max(h["count"].sum(), 1) / (h["bin_right"] - h["bin_left"])
+        ax.plot(centers, dens, color=color(arch_of[name]), alpha=0.4 + 0.6 * (ks.index(name) + 1) / len(ks), label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("cosine similarity between decoder rows of alive latents")
+    ax.set_ylabel("probability density (log)")
+    ax.set_title("Feature independence")
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig

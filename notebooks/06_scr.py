@@ -1,0 +1,108 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+profile = "offline"
+device = "cpu"
+k_values = None
+kl_coeff = None
+n_train_tokens = None
+expansion = None
+seed = None
+
+# %%
+import pandas as pd
+from IPython.display import Markdown, display
+
+from vsae import chapter, paper, plotting
+
+ex, params, timer = chapter.start("06_scr", globals())
+
+# %% [markdown]
+# # Spurious correlation removal
+#
+# SAE Bench's SCR: a linear probe is trained on data where a *target* label and a *spurious* label
+# coincide (in SAE Bench, profession and gender), so it learns both. The latents most attributed to
+# the spurious concept are zero-ablated (the SAE's error term is kept) and the biased probe is scored
+# again on the target; the metric is the normalised recovery
+#
+# $$ S = \frac{A_{ablated} - A_{biased}}{A_{oracle} - A_{biased}}, $$
+#
+# with the oracle a probe trained on the target alone. *Direction 1* ablates latents attributed to the
+# spurious label, *direction 2* those attributed to the target; SAE Bench's `scr_metric` picks the
+# direction of the attribute the biased probe did not learn. Ablating $N \in \{2, 5, 10, 20, 50, 100, 500\}$ latents.
+#
+# ## The offline analogue
+#
+# The `offline` profile builds its pairs from metadata of the installed corpora. A pair only means
+# something if the oracle clearly beats the biased probe on the scored attribute; each pair's check is
+# shown below, and the aggregate averages the pairs that pass it.
+
+# %%
+tasks = ex.tasks()
+tasks[tasks.kind == "scr"][["task", "classes", "n_train", "n_test", "description"]]
+
+# %%
+variants = [v for v in ex.headline_variants() if v.model_cfg.k in sorted(ex.profile.k_values)[-2:]]
+scr = ex.scr(variants)
+checks = scr[scr.pair != "ALL"].groupby("pair")[["target_probe_acc", "spurious_probe_acc", "biased_probe_acc",
+                                                  "biased_on_target", "biased_on_spurious", "oracle_margin",
+                                                  "margin_ok", "selected_dir"]].first()
+checks.round(3)
+
+# %% [markdown]
+# ## Results
+#
+# As in the paper, the two largest $k$ (the paper: 256 and 512). SCR metric against $N$, averaged over
+# the valid pairs:
+
+# %% tags=["nbval-check-output"]
+scr_all = scr[scr.pair == "ALL"]
+table = scr_all.pivot_table(index="n", columns="sae", values="scr_metric")[[v.name for v in variants]]
+table.round(4)
+
+# %% [markdown]
+# The paper's table (Pythia-70M, Bias in Bios and Amazon reviews):
+
+# %%
+ps = paper.paper_results("scr")
+ps["sae"] = ps.architecture.map(paper.ARCH_LABEL) + " k=" + ps.k.astype(str)
+ps.pivot(index="n_ablated", columns="sae", values="value").round(4)
+
+# %% [markdown]
+# ## Figure
+#
+# The metric, both directions and a heatmap; dotted open markers are the paper's values.
+
+# %%
+plotting.setup()
+fig = plotting.scr_1x4(scr_all, paper=ps)
+plotting.savefig(fig, "scr")
+
+# %% [markdown]
+# Per pair (both directions), for every SAE:
+
+# %%
+scr[scr.pair != "ALL"].pivot_table(index=["pair", "n"], columns="sae", values=["scr_dir1", "scr_dir2"]).round(3)
+
+# %%
+best = scr_all.groupby(["sae", "architecture"])["scr_metric"].max().reset_index()
+arch_best = best.groupby("architecture")["scr_metric"].max()
+pbest = ps.loc[ps.groupby("architecture")["value"].idxmax()].set_index("architecture")
+display(Markdown(
+    f"Best SCR metric over N: vSAE {arch_best.get('vsae', float('nan')):.3f}, TopK {arch_best.get('topk', float('nan')):.3f}. "
+    f"The paper's: vSAE {pbest.loc['vsae', 'value']:.3f} (k={pbest.loc['vsae', 'k']}, N={pbest.loc['vsae', 'n_ablated']}), "
+    f"TopK {pbest.loc['topk', 'value']:.3f} (k={pbest.loc['topk', 'k']}, N={pbest.loc['topk', 'n_ablated']})."))
+
+# %%
+print(f"chapter 06 done in {timer.finish():.1f} s")
