@@ -20,7 +20,7 @@ n_train_tokens = None
 expansion = None
 seed = None
 n_pairs = 3
-synthetic_steps = 200
+synthetic_steps = None
 
 # %%
 import pandas as pd
@@ -31,8 +31,10 @@ from vsae.params import Param
 
 ex, params, timer = chapter.start("08_features", globals(), {
     "n_pairs": Param(int, min=1, max=12, help="comparable latent pairs shown"),
-    "synthetic_steps": Param(int, min=0, max=2000, help="steps of the synthetic maximiser (0 skips it)"),
+    "synthetic_steps": Param(int, min=0, max=2000, optional=True,
+                             help="steps of the synthetic maximiser (0 skips it; default: the profile's)"),
 })
+steps = ex.profile.synthetic_steps if synthetic_steps is None else synthetic_steps
 
 # %% [markdown]
 # # Feature interpretability
@@ -76,9 +78,9 @@ pairs.round(5)
 reports = []
 for _, p in pairs.iterrows():
     ra = interp.feature_report(va.name, saes[va.name], ex.lm, acts, int(p["latent_a"]), stats[va.name],
-                               synthetic_steps=synthetic_steps, seed=ex.profile.seed)
+                               synthetic_steps=steps, seed=ex.profile.seed)
     rb = interp.feature_report(vb.name, saes[vb.name], ex.lm, acts, int(p["latent_b"]), stats[vb.name],
-                               synthetic_steps=synthetic_steps, seed=ex.profile.seed)
+                               synthetic_steps=steps, seed=ex.profile.seed)
     reports.append((ra, rb))
 print(f"{len(reports)} latent pairs analysed")
 

@@ -4,7 +4,6 @@ decoder constraint, save / load, folding of the activation norm factor, decoder 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest

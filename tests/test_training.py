@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import vsae.training as T
-from vsae.models import TopKSAE, TopKSAEConfig, VSAE, VSAEConfig, load_sae
+from vsae.models import TopKSAEConfig, VSAEConfig, load_sae
 from vsae.training import (
     LOG_COLUMNS,
     SAETrainer,

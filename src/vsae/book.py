@@ -107,6 +107,7 @@ def execute(name: str, profile: str, device: str = "cpu", params: dict | None = 
                          f"the failed notebook is {failed}; the last good {out.name} is untouched") from None
     _clean_metadata(tmp)
     tmp.replace(out)
+    (out_dir / f".{name}.failed.ipynb").unlink(missing_ok=True)
     print(f"[vsae.book] {name} done in {time.time() - t0:.0f} s -> {out.relative_to(REPO_ROOT)}", flush=True)
     return out
 

@@ -290,7 +290,7 @@ class Experiment:
         """Last logged values of each run: one row per SAE."""
         logs = self.logs(variants)
         last = logs.groupby("run", sort=False).tail(1).set_index("run")
-        cols = [c for c in ("architecture", "k", "step", "tokens", "loss", "mse", "kl", "auxk", "l0", "frac_dead")
+        cols = [c for c in ("architecture", "k", "step", "tokens", "loss", "mse", "kl", "auxk", "l0", "frac_dead", "frac_inactive", "ev")
                 if c in last.columns]
         out = last[cols].reindex([v.name for v in variants]).reset_index().rename(columns={"run": "sae"})
         return out

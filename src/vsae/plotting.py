@@ -139,7 +139,7 @@ def training_curves(logs: pd.DataFrame, columns=("loss", "mse", "kl", "l0", "fra
     ``logs`` has columns run, architecture, k, tokens (or step) and the logged quantities.
     """
     ylabels = {"loss": "total loss", "mse": "MSE (sum over dims, normalised units)", "kl": "KL term (nats)",
-               "auxk": "AuxK loss", "l0": "L0 (active latents / token)", "frac_dead": "fraction of dead latents",
+               "auxk": "AuxK loss", "l0": "L0 (active latents / token)", "frac_dead": "fraction of dead latents", "frac_inactive": "fraction inactive (last 100k tokens)",
                "lr": "learning rate"}
     cols = [c for c in columns if c in logs.columns]
     fig, axes = plt.subplots(1, len(cols), figsize=(PAGE_WIDTH * 1.25, 3.2))
@@ -409,7 +409,10 @@ def latent_summary(stats: dict[str, pd.DataFrame], arch_of: dict[str, str]):
         a = s[s["n_fires"] > 0]
         axes[0].scatter(a["density"], a["max_activation"], s=5, alpha=0.4, color=color(arch_of[name]),
                         label=f"{name} ({len(a)} alive)")
-        axes[1].hist(s["decoder_norm"], bins=50, alpha=0.6, color=color(arch_of[name]), label=name)
+        dn = s["decoder_norm"].to_numpy()
+        lo, hi = float(dn.min()), float(dn.max())
+        bins = np.linspace(lo - 0.01 * max(abs(lo), 1e-3), hi + 0.01 * max(abs(hi), 1e-3), 51)
+        axes[1].hist(dn, bins=bins, alpha=0.6, color=color(arch_of[name]), label=name)
     axes[0].set_xscale("log")
     axes[0].set_xlabel("firing density on evaluation tokens (log)")
     axes[0].set_ylabel("max activation")

@@ -53,6 +53,8 @@ class Profile:
     n_probe_test: int = 1000
     #: tokens whose codes feed the t-SNE views and feature statistics
     n_latent_tokens: int = 20_000
+    #: optimisation steps of the synthetic maximiser in the feature chapter (the paper: 150-200)
+    synthetic_steps: int = 200
     #: dtype of the language model and of the activation cache
     lm_dtype: str = "float32"
     seed: int = 42
@@ -132,6 +134,7 @@ PROFILES: dict[str, Profile] = {
         n_probe_train=120,
         n_probe_test=60,
         n_latent_tokens=2000,
+        synthetic_steps=10,
     ),
 }
 
