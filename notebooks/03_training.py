@@ -11,6 +11,16 @@
 #     name: python3
 # ---
 
+# %% [markdown]
+# # Training
+#
+# The paper trains eight SAEs: a TopK SAE and a vSAE at each $k \in \{64, 128, 256, 512\}$, with a
+# dictionary of $16 \times d_{model}$ latents, batches of 192 tokens, 10,001 steps, Adam, a 200-step
+# warm-up and a linear decay over the last 20% of steps, gradient clipping at 1, activations scaled
+# to unit mean squared norm; lr $2\cdot10^{-4}/\sqrt{F/2^{14}}$ for TopK and $8\cdot10^{-4}$ for the vSAE, whose
+# KL weight is annealed from 0 to 1 over the first 10% of steps. All eight runs here read the *same*
+# batches from one pass over the activation cache; the header above gives this profile's budget.
+
 # %% tags=["parameters"]
 profile = "offline"
 device = "cpu"
@@ -24,16 +34,6 @@ seed = None
 from vsae import chapter, plotting
 
 ex, params, timer = chapter.start("03_training", globals())
-
-# %% [markdown]
-# # Training
-#
-# The paper trains eight SAEs: a TopK SAE and a vSAE at each $k \in \{64, 128, 256, 512\}$, with a
-# dictionary of $16 \times d_{model}$ latents, batches of 192 tokens, 10,001 steps, Adam, a 200-step
-# warm-up and a linear decay over the last 20% of steps, gradient clipping at 1, activations scaled
-# to unit mean squared norm; lr $2\cdot10^{-4}/\sqrt{F/2^{14}}$ for TopK and $8\cdot10^{-4}$ for the vSAE, whose
-# KL weight is annealed from 0 to 1 over the first 10% of steps. All eight runs here read the *same*
-# batches from one pass over the activation cache; the header above gives this profile's budget.
 
 # %%
 variants = ex.headline_variants()

@@ -11,24 +11,6 @@
 #     name: python3
 # ---
 
-# %% tags=["parameters"]
-profile = "offline"
-device = "cpu"
-k_values = None
-kl_coeff = None
-n_train_tokens = None
-expansion = None
-seed = None
-
-# %%
-import pandas as pd
-from IPython.display import Markdown, display
-
-from vsae import chapter, paper, plotting
-from vsae.models import decoder_normalization_effect
-
-ex, params, timer = chapter.start("04_core", globals())
-
 # %% [markdown]
 # # Core metrics
 #
@@ -47,6 +29,24 @@ ex, params, timer = chapter.start("04_core", globals())
 # ## The paper's table
 #
 # Pythia-70M, layer 3, $F = 8192$ (read from `data/paper_results.csv`):
+
+# %% tags=["parameters"]
+profile = "offline"
+device = "cpu"
+k_values = None
+kl_coeff = None
+n_train_tokens = None
+expansion = None
+seed = None
+
+# %%
+import pandas as pd
+from IPython.display import Markdown, display
+
+from vsae import chapter, paper, plotting
+from vsae.models import decoder_normalization_effect
+
+ex, params, timer = chapter.start("04_core", globals())
 
 # %%
 paper_core = paper.core_table()

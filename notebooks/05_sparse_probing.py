@@ -11,6 +11,22 @@
 #     name: python3
 # ---
 
+# %% [markdown]
+# # Sparse probing
+#
+# SAE Bench's sparse probing asks whether single latents carry the concepts a linear probe finds in
+# the residual stream. Each text is mean-pooled over its (at most 128) tokens — the residual itself for
+# the LLM baseline, each token's SAE code for the SAE — and for every binary task the $k$ latents with
+# the largest class-mean difference on the training split feed a logistic regression; we report test
+# accuracy for $k \in \{1, 2, 5\}$ and for all latents, and *preservation* = SAE accuracy / LLM accuracy.
+#
+# ## The tasks
+#
+# The paper uses SAE Bench's datasets (Bias in Bios, Amazon reviews, GitHub code, AG News, Europarl),
+# which need the Hugging Face Hub. The `offline` profile builds binary tasks from text installed by
+# package name; each is split into train and test by *document*, so no speech, chapter or email
+# contributes to both:
+
 # %% tags=["parameters"]
 profile = "offline"
 device = "cpu"
@@ -28,22 +44,6 @@ from vsae import chapter, paper, plotting
 from vsae.evals.probing import summarise_sparse_probing
 
 ex, params, timer = chapter.start("05_sparse_probing", globals())
-
-# %% [markdown]
-# # Sparse probing
-#
-# SAE Bench's sparse probing asks whether single latents carry the concepts a linear probe finds in
-# the residual stream. Each text is mean-pooled over its (at most 128) tokens — the residual itself for
-# the LLM baseline, each token's SAE code for the SAE — and for every binary task the $k$ latents with
-# the largest class-mean difference on the training split feed a logistic regression; we report test
-# accuracy for $k \in \{1, 2, 5\}$ and for all latents, and *preservation* = SAE accuracy / LLM accuracy.
-#
-# ## The tasks
-#
-# The paper uses SAE Bench's datasets (Bias in Bios, Amazon reviews, GitHub code, AG News, Europarl),
-# which need the Hugging Face Hub. The `offline` profile builds binary tasks from text installed by
-# package name; each is split into train and test by *document*, so no speech, chapter or email
-# contributes to both:
 
 # %%
 tasks = ex.tasks()

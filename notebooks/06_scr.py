@@ -11,23 +11,6 @@
 #     name: python3
 # ---
 
-# %% tags=["parameters"]
-profile = "offline"
-device = "cpu"
-k_values = None
-kl_coeff = None
-n_train_tokens = None
-expansion = None
-seed = None
-
-# %%
-import pandas as pd
-from IPython.display import Markdown, display
-
-from vsae import chapter, paper, plotting
-
-ex, params, timer = chapter.start("06_scr", globals())
-
 # %% [markdown]
 # # Spurious correlation removal
 #
@@ -47,6 +30,23 @@ ex, params, timer = chapter.start("06_scr", globals())
 # The `offline` profile builds its pairs from metadata of the installed corpora. A pair only means
 # something if the oracle clearly beats the biased probe on the scored attribute; each pair's check is
 # shown below, and the aggregate averages the pairs that pass it.
+
+# %% tags=["parameters"]
+profile = "offline"
+device = "cpu"
+k_values = None
+kl_coeff = None
+n_train_tokens = None
+expansion = None
+seed = None
+
+# %%
+import pandas as pd
+from IPython.display import Markdown, display
+
+from vsae import chapter, paper, plotting
+
+ex, params, timer = chapter.start("06_scr", globals())
 
 # %%
 tasks = ex.tasks()

@@ -11,6 +11,19 @@
 #     name: python3
 # ---
 
+# %% [markdown]
+# # Targeted probe perturbation
+#
+# SAE Bench's TPP: for each class $i$ of a multi-class dataset, a one-vs-rest probe is trained on the
+# residual stream; the $N$ latents most attributed to class $i$ are zero-ablated (error term kept). A
+# disentangled SAE hurts probe $i$ (*intended* drop) and leaves the other probes alone (*unintended*
+# drop, averaged over $j \neq i$):
+#
+# $$ \mathrm{TPP} = \mathbb E_i \big[ \Delta A_{i,i} \big] - \mathbb E_i \mathbb E_{j \ne i} \big[ \Delta A_{j,i} \big]. $$
+#
+# The `offline` profile's classes are the sources of a passage (speeches before and after 1900, the
+# novel, ham and spam emails, documentation):
+
 # %% tags=["parameters"]
 profile = "offline"
 device = "cpu"
@@ -27,19 +40,6 @@ from IPython.display import Markdown, display
 from vsae import chapter, paper, plotting
 
 ex, params, timer = chapter.start("07_tpp", globals())
-
-# %% [markdown]
-# # Targeted probe perturbation
-#
-# SAE Bench's TPP: for each class $i$ of a multi-class dataset, a one-vs-rest probe is trained on the
-# residual stream; the $N$ latents most attributed to class $i$ are zero-ablated (error term kept). A
-# disentangled SAE hurts probe $i$ (*intended* drop) and leaves the other probes alone (*unintended*
-# drop, averaged over $j \neq i$):
-#
-# $$ \mathrm{TPP} = \mathbb E_i \big[ \Delta A_{i,i} \big] - \mathbb E_i \mathbb E_{j \ne i} \big[ \Delta A_{j,i} \big]. $$
-#
-# The `offline` profile's classes are the sources of a passage (speeches before and after 1900, the
-# novel, ham and spam emails, documentation):
 
 # %%
 tasks = ex.tasks()

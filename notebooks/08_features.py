@@ -11,6 +11,16 @@
 #     name: python3
 # ---
 
+# %% [markdown]
+# # Feature interpretability
+#
+# The paper inspects individual latents of the TopK SAE and the vSAE at $k = 256$: an activation
+# histogram, statistics (sparsity, mean and max activation, decoder norm), the contexts around the
+# peak activations, the logit effects of the decoder direction (through the unembedding) and a
+# *synthetic* maximiser — soft tokens optimised with Gumbel-softmax (64 positions, Adam, lr 0.1,
+# τ = 1, entropy weight 0.01) to drive the latent up. Here we show the same panels for latents of the
+# two SAEs picked at matched firing densities, so that the comparison is between like and like.
+
 # %% tags=["parameters"]
 profile = "offline"
 device = "cpu"
@@ -35,16 +45,6 @@ ex, params, timer = chapter.start("08_features", globals(), {
                              help="steps of the synthetic maximiser (0 skips it; default: the profile's)"),
 })
 steps = ex.profile.synthetic_steps if synthetic_steps is None else synthetic_steps
-
-# %% [markdown]
-# # Feature interpretability
-#
-# The paper inspects individual latents of the TopK SAE and the vSAE at $k = 256$: an activation
-# histogram, statistics (sparsity, mean and max activation, decoder norm), the contexts around the
-# peak activations, the logit effects of the decoder direction (through the unembedding) and a
-# *synthetic* maximiser — soft tokens optimised with Gumbel-softmax (64 positions, Adam, lr 0.1,
-# τ = 1, entropy weight 0.01) to drive the latent up. Here we show the same panels for latents of the
-# two SAEs picked at matched firing densities, so that the comparison is between like and like.
 
 # %%
 ks = sorted(ex.profile.k_values)

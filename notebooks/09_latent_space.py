@@ -11,6 +11,20 @@
 #     name: python3
 # ---
 
+# %% [markdown]
+# # The latent space
+#
+# The paper's "global latent space visualisation" uses t-SNE {cite}`vandermaaten2008tsne` in two ways,
+# both reproduced here on the $k = 256$ SAEs (or the middle $k$ of the profile):
+#
+# * **token space**: the sparse codes of $n$ evaluation tokens, restricted to latents active on more
+#   than 1% of them, reduced by PCA to 50 dimensions, then t-SNE (perplexity 30, seeded);
+# * **feature space**: every such latent is a point whose vector is its z-scored activation pattern
+#   over the $n$ tokens; t-SNE and k-means clusters, with the utilisation of each cluster.
+#
+# We add what the abstract calls *feature independence*: the distribution of pairwise cosine
+# similarities between decoder rows of alive latents, for all eight SAEs.
+
 # %% tags=["parameters"]
 profile = "offline"
 device = "cpu"
@@ -32,20 +46,6 @@ ex, params, timer = chapter.start("09_latent_space", globals(), {
     "n_tokens": Param(int, min=100, optional=True, help="tokens whose codes are embedded (default: the profile's)"),
 })
 n_tok = n_tokens or ex.profile.n_latent_tokens
-
-# %% [markdown]
-# # The latent space
-#
-# The paper's "global latent space visualisation" uses t-SNE {cite}`vandermaaten2008tsne` in two ways,
-# both reproduced here on the $k = 256$ SAEs (or the middle $k$ of the profile):
-#
-# * **token space**: the sparse codes of $n$ evaluation tokens, restricted to latents active on more
-#   than 1% of them, reduced by PCA to 50 dimensions, then t-SNE (perplexity 30, seeded);
-# * **feature space**: every such latent is a point whose vector is its z-scored activation pattern
-#   over the $n$ tokens; t-SNE and k-means clusters, with the utilisation of each cluster.
-#
-# We add what the abstract calls *feature independence*: the distribution of pairwise cosine
-# similarities between decoder rows of alive latents, for all eight SAEs.
 
 # %%
 ks = sorted(ex.profile.k_values)

@@ -11,6 +11,13 @@
 #     name: python3
 # ---
 
+# %% [markdown]
+# # Discussion
+#
+# What reproduced and what did not. Every value below is read from the stored results of the
+# previous chapters (the same artifacts, not recomputed) and from the paper's tables; the verdicts
+# are computed, not written.
+
 # %% tags=["parameters"]
 profile = "offline"
 device = "cpu"
@@ -28,13 +35,6 @@ from vsae import chapter, claims
 from vsae.evals.probing import summarise_sparse_probing
 
 ex, params, timer = chapter.start("10_discussion", globals())
-
-# %% [markdown]
-# # Discussion
-#
-# What reproduced and what did not. Every value below is read from the stored results of the
-# previous chapters (the same artifacts, not recomputed) and from the paper's tables; the verdicts
-# are computed, not written.
 
 # %%
 variants = ex.headline_variants()

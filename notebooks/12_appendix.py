@@ -11,6 +11,14 @@
 #     name: python3
 # ---
 
+# %% [markdown]
+# # Appendix: reproducibility
+#
+# Everything needed to rerun, check or change this book. The values below are read from the profile
+# and the stored artifacts at execution time.
+#
+# ## The profile
+
 # %% tags=["parameters"]
 profile = "offline"
 device = "cpu"
@@ -27,14 +35,6 @@ from IPython.display import Markdown, display
 from vsae import chapter, report
 
 ex, params, timer = chapter.start("12_appendix", globals())
-
-# %% [markdown]
-# # Appendix: reproducibility
-#
-# Everything needed to rerun, check or change this book. The values below are read from the profile
-# and the stored artifacts at execution time.
-#
-# ## The profile
 
 # %%
 p = ex.profile

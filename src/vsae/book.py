@@ -121,6 +121,9 @@ def _clean_metadata(path: Path) -> None:
     for cell in nb.get("cells", []):
         cell.get("metadata", {}).pop("papermill", None)
         cell.get("metadata", {}).get("execution", {}).clear()
+        tags = cell.get("metadata", {}).get("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "hide-input" not in tags:
+            cell["metadata"]["tags"] = tags + ["hide-input"]  # collapsed in the rendered book
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 

@@ -116,6 +116,7 @@ PROFILES: dict[str, Profile] = {
         n_probe_test=400,
         n_latent_tokens=20_000,
         lm_dtype="bfloat16",
+        synthetic_steps=150,
     ),
     # Seconds-scale plumbing check on the exact Pythia architecture with random weights (never a result).
     "smoke": Profile(
