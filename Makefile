@@ -31,7 +31,7 @@ $(VENV)/.stamp: requirements.txt pyproject.toml
 setup: $(VENV)/.stamp
 
 assets: setup
-	$(PY) -m vsae fetch $(if $(filter paper,$(PROFILE)),,--profile $(PROFILE))
+	$(PY) -m vsae fetch --with-docs || (apt-get update -qq && $(PY) -m vsae fetch --with-docs)
 
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
@@ -47,7 +47,7 @@ chapter: assets
 site: setup
 	$(PY) -m vsae.book site --profile $(PROFILE)
 
-test: assets browser
+test: browser assets
 	$(PY) -m pytest -q -ra tests
 
 unit: setup

@@ -289,15 +289,10 @@ class ActivationCache:
         return [ids[i] for i in self.ctx_doc]
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+def _sha256_file(path: Path) -> str:
+    from .assets import sha256_file
+
+    return sha256_file(path, chunk=1 << 24)
 
 
 # --------------------------------------------------------------------------------------------

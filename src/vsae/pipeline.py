@@ -104,6 +104,40 @@ class Experiment:
                                                                kl_coeff=p.kl_coeff), {"seed": seed}))
         return out
 
+    def beyond_variants(self, k: int, budget_fraction: float = 0.25, seeds=(43, 44),
+                        kl_weights=(0.0, 0.01, 0.1, 1.0, 10.0)) -> dict[str, list[Variant]]:
+        """The runs of the "beyond the paper" chapter, at ``budget_fraction`` of the training steps.
+
+        Returns the variants grouped by the question they answer; names are unique across groups.
+        """
+        from .models import TopKSAEConfig, VSAEConfig
+
+        p, d, F = self.profile, self.d_model, self.d_sae
+        steps = max(50, int(p.steps * budget_fraction))
+        tr = {"steps": steps, "seed": p.seed}
+
+        def vs(name, seed=p.seed, **kw):
+            kw.setdefault("kl_coeff", p.kl_coeff)
+            return Variant(name, VSAEConfig(d_in=d, d_sae=F, k=k, seed=seed, **kw), {**tr, "seed": seed})
+
+        def tk(name, seed=p.seed, **kw):
+            return Variant(name, TopKSAEConfig(d_in=d, d_sae=F, k=k, seed=seed, **kw), {**tr, "seed": seed})
+
+        code, topk = vs(f"vSAE fixed var (code)"), tk("TopK")
+        # a dead threshold the run reaches: 5% of its tokens (the paper's 10M is never reached)
+        dead = max(1000, int(0.05 * steps * p.batch_size))
+        groups = {
+            "text_vs_code": [code, vs("vSAE unit var (blog)", var_mode="unit"),
+                             vs("vSAE learned var (abstract)", var_mode="learned")],
+            "kl_scope": [code, vs("vSAE KL on top-k only", kl_scope="topk")],
+            "control": [topk, code, tk("TopK + L2 pre-act penalty", l2_preact_coeff=p.kl_coeff)],
+            "auxk": [topk, tk(f"TopK + AuxK (dead after {dead:,} tokens)", dead_tokens_threshold=dead)],
+            "kl_sweep": [code if w == p.kl_coeff else vs(f"vSAE KL weight {w:g}", kl_coeff=w) for w in kl_weights],
+            "seeds": [topk, code] + [v for s in seeds for v in (tk(f"TopK seed {s}", seed=s),
+                                                             vs(f"vSAE seed {s}", seed=s))],
+        }
+        return groups
+
     def _sae_key_cfg(self, v: Variant) -> dict:
         p = self.profile
         return {
@@ -282,6 +316,26 @@ class Experiment:
             return {"summary": res.summary, "letters": res.letters}
 
         return self.per_sae_tables("absorption", variants, eval_cfg, compute)
+
+    def variant_summary(self, variants: list[Variant], n_tpp: int = 20) -> pd.DataFrame:
+        """One row per variant: fraction alive, explained variance, CE-loss score, TPP at ``n_tpp``, best SCR."""
+        core = self.core(variants)["metrics"].set_index("sae")
+        tpp = self.tpp(variants)
+        tpp = tpp[(tpp.dataset == "ALL") & (tpp["class"] == "ALL")]
+        n = n_tpp if n_tpp in set(tpp["n"]) else int(tpp["n"][tpp["n"] <= n_tpp].max())
+        t = tpp[tpp.n == n].set_index("sae")
+        scr = self.scr(variants)
+        best_scr = scr[scr.pair == "ALL"].groupby("sae")["scr_metric"].max()
+        rows = []
+        for v in variants:
+            cfg = v.model_cfg
+            rows.append({"sae": v.name, "architecture": v.architecture, "k": cfg.k, "seed": cfg.seed,
+                         "kl_coeff": getattr(cfg, "kl_coeff", 0.0), "frac_alive": core.loc[v.name, "frac_alive"],
+                         "explained_variance": core.loc[v.name, "explained_variance"],
+                         "ce_loss_score": core.loc[v.name, "ce_loss_score"],
+                         "tpp_total_20": t.loc[v.name, "tpp_total"], "tpp_unintended_20": t.loc[v.name, "tpp_unintended"],
+                         "scr_best": best_scr.get(v.name, float("nan"))})
+        return pd.DataFrame(rows)
 
     def describe(self) -> dict:
         return {"profile": self.profile.to_dict(), "device": self.device, "store": str(self.store.root)}

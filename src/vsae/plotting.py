@@ -533,3 +533,74 @@ def cosine_distributions(hists: dict[str, pd.DataFrame], arch_of: dict[str, str]
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------- #
+# Chapter 11: beyond the paper
+# --------------------------------------------------------------------------------------------- #
+BEYOND_METRICS = {"frac_alive": "fraction alive", "explained_variance": "explained variance",
+                  "ce_loss_score": "CE-loss score", "tpp_total_20": "TPP total at N=20"}
+
+
+def _variant_color(name: str) -> str:
+    n = name.lower()
+    if "l2" in n:
+        return PALETTE["topk+l2"]
+    if "unit" in n or "learned" in n or "top-k only" in n:
+        return PALETTE["vsae (text)"]
+    return color("vsae" if n.startswith("vsae") else "topk")
+
+
+def variant_bars(df: pd.DataFrame, names: list[str], title: str, metrics=tuple(BEYOND_METRICS)):
+    """One panel per metric, one bar per variant (``df``: one row per variant, column ``sae``)."""
+    d = df.set_index("sae").loc[names]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(PAGE_WIDTH * 1.2, 3.2))
+    for ax, m in zip(np.atleast_1d(axes), metrics):
+        ax.bar(range(len(names)), d[m], color=[_variant_color(n) for n in names])
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([n.replace(" (", "\n(") for n in names], rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel(BEYOND_METRICS.get(m, m))
+        ax.set_title(BEYOND_METRICS.get(m, m), fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def kl_sweep(df: pd.DataFrame, metrics=tuple(BEYOND_METRICS)):
+    """Metrics against the KL weight (``df``: columns kl_coeff and the metrics); weight 0 drawn at the left."""
+    d = df.sort_values("kl_coeff")
+    pos = d["kl_coeff"].replace(0, np.nan)
+    zero_x = (pos.min() / 10) if pos.notna().any() else 1e-3
+    x = d["kl_coeff"].where(d["kl_coeff"] > 0, zero_x)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(PAGE_WIDTH * 1.2, 3.0))
+    for ax, m in zip(np.atleast_1d(axes), metrics):
+        ax.plot(x, d[m], marker="^", color=color("vsae"))
+        ax.set_xscale("log")
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(["0" if v == 0 else f"{v:g}" for v in d["kl_coeff"]], fontsize=8)
+        ax.set_xlabel("KL weight β")
+        ax.set_ylabel(BEYOND_METRICS.get(m, m))
+        ax.set_title(BEYOND_METRICS.get(m, m), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def seed_intervals(df: pd.DataFrame, metrics=tuple(BEYOND_METRICS)):
+    """Mean and 95% t-interval over seeds per architecture (``df``: columns architecture and metrics)."""
+    from scipy import stats
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(PAGE_WIDTH * 1.2, 3.0))
+    for ax, m in zip(np.atleast_1d(axes), metrics):
+        for i, (arch, g) in enumerate(df.groupby("architecture", sort=False)):
+            v = g[m].to_numpy(dtype=float)
+            mean = v.mean()
+            half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
+            ax.errorbar(i, mean, yerr=half, fmt=MARKERS.get(arch, "o"), color=color(arch), capsize=5, ms=8)
+            ax.scatter(np.full(len(v), i + 0.15), v, color=color(arch), s=10, alpha=0.6)
+        ax.set_xticks(range(df["architecture"].nunique()))
+        ax.set_xticklabels([label(a) for a in df["architecture"].unique()], fontsize=8)
+        ax.set_xlim(-0.5, df["architecture"].nunique() - 0.5)
+        ax.set_ylabel(BEYOND_METRICS.get(m, m))
+        ax.set_title(BEYOND_METRICS.get(m, m), fontsize=9)
+    fig.tight_layout()
+    return fig
