@@ -159,5 +159,23 @@ for metric, better in (("frac_alive", "topk"), ("explained_variance", "topk"), (
                  f"{'survives' if gap > spread else 'does not survive'} the seed spread.")
 verdict("\n".join(lines))
 
+# %% [markdown]
+# ## 7. Feature absorption
+#
+# SAE Bench's first-letter absorption {cite}`karvonen2025saebench` needs only the model's vocabulary, so
+# it runs offline: logistic probes find the first letter of a word from the residual at the word's
+# token in an in-context prompt (`"{word} has the first letter:"`); for letters the probe knows well
+# enough, k-sparse probing finds the SAE's main latents for the letter and counts the words on which
+# they fail to fire while another latent "absorbs" the direction. Run on the headline (full-budget)
+# SAEs at this $k$, with the probe-quality threshold of SAE Bench's own Pythia-70M test
+# (`min_probe_f1 = 0.3`), since small models spell poorly.
+
+# %%
+headline = [v for v in ex.headline_variants() if v.model_cfg.k == k]
+absorption = ex.absorption(headline, min_probe_f1=0.3)
+cols = ["sae", "status", "mean_absorption_fraction_score", "mean_full_absorption_score", "mean_num_split_features",
+        "n_letters_evaluated"]
+absorption["summary"][[c for c in cols if c in absorption["summary"].columns]].set_index("sae").round(4)
+
 # %%
 print(f"chapter 11 done in {timer.finish():.1f} s")

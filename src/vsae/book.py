@@ -187,8 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--device", default="cpu")
         if c == "chapter":
             p.add_argument("name")
-            p.add_argument("params", nargs=argparse.REMAINDER)
+    # papermill-style parameters come after "--": chapter NAME [--profile P] -- -p NAME VALUE ...
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     a = ap.parse_args(argv)
+    a.params = extra
     from .profiles import PROFILES
 
     if a.profile not in PROFILES:
