@@ -172,7 +172,7 @@ verdict("\n".join(lines))
 
 # %%
 headline = [v for v in ex.headline_variants() if v.model_cfg.k == k]
-absorption = ex.absorption(headline, min_probe_f1=0.3)
+absorption = ex.absorption(headline, min_probe_f1=0.3, n_words=ex.profile.absorption_words)
 cols = ["sae", "status", "mean_absorption_fraction_score", "mean_full_absorption_score", "mean_num_split_features",
         "n_letters_evaluated"]
 absorption["summary"][[c for c in cols if c in absorption["summary"].columns]].set_index("sae").round(4)

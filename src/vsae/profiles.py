@@ -55,6 +55,8 @@ class Profile:
     n_latent_tokens: int = 20_000
     #: optimisation steps of the synthetic maximiser in the feature chapter (the paper: 150-200)
     synthetic_steps: int = 200
+    #: vocabulary words used by the first-letter absorption eval
+    absorption_words: int = 3000
     #: dtype of the language model and of the activation cache
     lm_dtype: str = "float32"
     seed: int = 42
@@ -136,6 +138,7 @@ PROFILES: dict[str, Profile] = {
         n_probe_test=60,
         n_latent_tokens=2000,
         synthetic_steps=10,
+        absorption_words=300,
     ),
 }
 
