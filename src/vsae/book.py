@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import json
 import shutil
 import subprocess
@@ -112,6 +113,21 @@ def execute(name: str, profile: str, device: str = "cpu", params: dict | None = 
     return out
 
 
+_BAR = re.compile(r"^(?P<name>[^|\n]*?):?\s*\d+%\|.*\|\s*[\d.,kM]+/[\d.,kM?]+ \[")
+
+
+def collapse_progress(text: str) -> str:
+    """Keep only the final state of each tqdm bar in a captured stderr stream (one line per bar)."""
+    lines = [seg for line in text.split("\n") for seg in line.split("\r")[-1:]]
+    last: dict[str, int] = {}
+    for i, ln in enumerate(lines):
+        m = _BAR.match(ln)
+        if m:
+            last[m.group("name").strip()] = i
+    keep = [ln for i, ln in enumerate(lines) if not _BAR.match(ln) or last.get(_BAR.match(ln).group("name").strip()) == i]
+    return "\n".join(keep)
+
+
 def _clean_metadata(path: Path) -> None:
     """Drop volatile papermill metadata (timestamps, durations) so re-executions diff cleanly."""
     nb = json.loads(path.read_text())
@@ -119,6 +135,10 @@ def _clean_metadata(path: Path) -> None:
     nb.get("metadata", {}).get("papermill", {}).pop("end_time", None)
     nb.get("metadata", {}).get("papermill", {}).pop("duration", None)
     for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                text = "".join(out["text"]) if isinstance(out["text"], list) else out["text"]
+                out["text"] = collapse_progress(text)
         cell.get("metadata", {}).pop("papermill", None)
         cell.get("metadata", {}).get("execution", {}).clear()
         tags = cell.get("metadata", {}).get("tags", [])
