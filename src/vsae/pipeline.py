@@ -277,29 +277,21 @@ class Experiment:
 
     def scr(self, variants: list[Variant]) -> pd.DataFrame:
         """Spurious correlation removal, one row per (sae, pair, N) plus ``pair == "ALL"`` rows."""
-        from .evals.scr_tpp import run_scr, train_scr_probes
+        from .evals.scr_tpp import run_scr
 
         cfg = self._scr_tpp_cfg()
         eval_cfg = {"pool": self._pool_id(), "cfg": cfg.to_dict()}
-
-        def compute(saes):
-            probes = [train_scr_probes(self.pool, p, cfg) for p in self.pool.suite.scr]
-            return {"scr": run_scr(saes, self.pool, cfg=cfg, probes=probes)}
-
-        return self.per_sae_tables("scr", variants, eval_cfg, compute)["scr"]
+        return self.per_sae_tables("scr", variants, eval_cfg,
+                                   lambda saes: {"scr": run_scr(saes, self.pool, cfg=cfg)})["scr"]
 
     def tpp(self, variants: list[Variant]) -> pd.DataFrame:
         """Targeted probe perturbation, one row per (sae, dataset, class, N) plus ``ALL`` rows."""
-        from .evals.scr_tpp import run_tpp, train_tpp_probes
+        from .evals.scr_tpp import run_tpp
 
         cfg = self._scr_tpp_cfg()
         eval_cfg = {"pool": self._pool_id(), "cfg": cfg.to_dict()}
-
-        def compute(saes):
-            probes = [train_tpp_probes(self.pool, d, cfg) for d in self.pool.suite.tpp]
-            return {"tpp": run_tpp(saes, self.pool, cfg=cfg, probes=probes)}
-
-        return self.per_sae_tables("tpp", variants, eval_cfg, compute)["tpp"]
+        return self.per_sae_tables("tpp", variants, eval_cfg,
+                                   lambda saes: {"tpp": run_tpp(saes, self.pool, cfg=cfg)})["tpp"]
 
     def absorption(self, variants: list[Variant], **cfg_overrides) -> dict[str, pd.DataFrame]:
         """First-letter feature absorption (beyond the paper): tables ``summary`` and ``letters``."""
