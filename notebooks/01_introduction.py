@@ -66,7 +66,7 @@ k_values = None
 kl_coeff = None
 n_train_tokens = None
 expansion = None
-seed = None
+seeds = None
 
 # %%
 from vsae import chapter, plotting

@@ -30,7 +30,7 @@ k_values = None
 kl_coeff = None
 n_train_tokens = None
 expansion = None
-seed = None
+seeds = None
 
 # %%
 import numpy as np

@@ -18,8 +18,13 @@
 # dictionary of $16 \times d_{model}$ latents, batches of 192 tokens, 10,001 steps, Adam, a 200-step
 # warm-up and a linear decay over the last 20% of steps, gradient clipping at 1, activations scaled
 # to unit mean squared norm; lr $2\cdot10^{-4}/\sqrt{F/2^{14}}$ for TopK and $8\cdot10^{-4}$ for the vSAE, whose
-# KL weight is annealed from 0 to 1 over the first 10% of steps. All eight runs here read the *same*
-# batches from one pass over the activation cache; the header above gives this profile's budget.
+# KL weight is annealed from 0 to 1 over the first 10% of steps. All eight runs of one seed read the
+# *same* batches from one pass over the activation cache; the header above gives this profile's budget.
+#
+# The paper trains each configuration once. Here every one of the eight runs is trained with each of
+# the profile's **SAE seeds** (header above); a seed sets the SAE's initialisation and the order of
+# its training batches, and every headline metric in the following chapters is the mean over seeds
+# with a 95% t-interval.
 
 # %% tags=["parameters"]
 profile = "offline"
@@ -28,26 +33,27 @@ k_values = None
 kl_coeff = None
 n_train_tokens = None
 expansion = None
-seed = None
+seeds = None
 
 # %%
-from vsae import chapter, plotting
+from vsae import chapter, plotting, stats
 
 ex, params, timer = chapter.start("03_training", globals())
 
 # %%
-variants = ex.headline_variants()
+variants = ex.seed_variants()
 saes = ex.train(variants)
 logs = ex.logs(variants)
-print(f"{len(saes)} SAEs, d_in={ex.d_model}, d_sae={ex.d_sae}, {ex.profile.steps:,} steps of {ex.profile.batch_size} tokens")
+print(f"{len(saes)} SAEs ({len(ex.profile.seeds)} seeds x {len(variants) // len(ex.profile.seeds)} runs), d_in={ex.d_model}, "
+      f"d_sae={ex.d_sae}, {ex.profile.steps:,} steps of {ex.profile.batch_size} tokens")
 
 # %% [markdown]
 # ## Training curves
 #
 # Loss, reconstruction error, the KL term, L0 and the fraction of *inactive* latents (no activation in
 # the last 100,000 training tokens; the paper's 10M-token dead threshold is never reached in these
-# runs, so its own dead fraction stays at zero) against training tokens. TopK runs are blue, vSAE runs magenta; darker lines
-# have larger $k$.
+# runs, so its own dead fraction stays at zero) against training tokens, averaged over seeds. TopK
+# runs are blue, vSAE runs magenta; darker lines have larger $k$.
 
 # %%
 plotting.setup()
@@ -57,12 +63,19 @@ plotting.savefig(fig, "training_curves")
 # %% [markdown]
 # ## End of training
 #
-# The last logged values of each run. The fraction of inactive latents already tells the paper's story:
-# the KL term drives most vSAE latents below zero, where the ReLU keeps them.
+# The last logged values of each run of the main seed. The fraction of inactive latents already tells
+# the paper's story: the KL term drives most vSAE latents below zero, where the ReLU keeps them.
 
 # %% tags=["nbval-check-output"]
 final = ex.training_summary(variants)
-final.round(4)
+final[final.seed == ex.profile.main_seed].drop(columns="seed").round(4)
+
+# %% [markdown]
+# Over all seeds (mean ± 95% t-interval):
+
+# %%
+stats.metrics_ci_table(final.assign(run=final.architecture + " k=" + final.k.astype(str)), "run",
+                        ["mse", "l0", "ev", "frac_inactive"])
 
 # %%
 print(f"chapter 03 done in {timer.finish():.1f} s")

@@ -37,13 +37,13 @@ k_values = None
 kl_coeff = None
 n_train_tokens = None
 expansion = None
-seed = None
+seeds = None
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
-from vsae import chapter, paper, plotting
+from vsae import chapter, paper, plotting, stats
 from vsae.models import decoder_normalization_effect
 
 ex, params, timer = chapter.start("04_core", globals())
@@ -54,20 +54,21 @@ paper_core.round(4)
 
 # %% [markdown]
 # ## Ours
+#
+# Mean ± 95% t-interval over the profile's SAE seeds (header above):
 
 # %%
-variants = ex.headline_variants()
+variants = ex.seed_variants()
 core = ex.core(variants)
-metrics = core["metrics"]
+metrics = core["metrics"].assign(run=lambda d: d.architecture.map(paper.ARCH_LABEL) + " k=" + d.sae_k.astype(str))
 cols = ["kl_div_score", "ce_loss_score", "explained_variance", "cossim", "l0", "frac_alive"]
-ours = metrics.set_index("sae")[cols].T
-ours.columns = [f"{'TopK' if s.startswith('topk') else 'vSAE'} k={s.split('_k')[1]}" for s in ours.columns]
+ours = metrics.groupby("run", sort=False)[cols].mean().T
 
 # %% tags=["nbval-check-output"]
-ours.round(4)
+stats.metrics_ci_table(metrics, "run", cols)
 
 # %% [markdown]
-# The same rows side by side (paper / ours) for each SAE:
+# The seed means side by side with the paper's single runs (paper / ours) for each SAE:
 
 # %%
 both = pd.concat({"paper (Pythia-70M)": paper_core.loc[cols], f"ours ({ex.profile.name})": ours.loc[cols]}, axis=1)
@@ -78,7 +79,8 @@ both[[c for c in both.columns if c[0] in ours.columns]].round(3)
 # ## Against k
 #
 # The paper's core overview figure: CE-loss score, explained variance, cosine similarity and the
-# fraction of alive latents against $k$. Solid lines are ours, dashed open markers the paper's.
+# fraction of alive latents against $k$. Solid lines are ours (seed mean, shaded: 95% t-interval),
+# dashed open markers the paper's.
 
 # %%
 plotting.setup()
@@ -94,10 +96,12 @@ plotting.savefig(fig, "pareto")
 # %% [markdown]
 # ## Feature density
 #
-# How often each latent fires on the evaluation tokens (log scale; dead latents at the left edge).
+# How often each latent fires on the evaluation tokens (log scale; dead latents at the left edge), for
+# the main seed's SAEs at the middle $k$.
 
 # %%
-show = [v.name for v in variants if v.model_cfg.k == sorted(ex.profile.k_values)[len(ex.profile.k_values) // 2]]
+main = ex.headline_variants()
+show = [v.name for v in main if v.model_cfg.k == sorted(ex.profile.k_values)[len(ex.profile.k_values) // 2]]
 fig = plotting.density_histogram(core["density"], show, {v.name: v.architecture for v in variants})
 plotting.savefig(fig, "density")
 
@@ -109,17 +113,18 @@ plotting.savefig(fig, "density")
 # from its evaluation (bf16 quantisation, and a model loaded without the weight processing used in
 # training). Ours come from the same model, weights and dtype the activations came from (the profile's
 # `lm_dtype`; the `offline` profile runs SmolLM2 in bfloat16, see chapter 2), with the logits cast to
-# float32 before the log-softmax, which is where bf16 arithmetic turns a KL divergence into NaN:
+# float32 before the log-softmax, which is where bf16 arithmetic turns a KL divergence into NaN (main
+# seed shown; the bounds below cover every seed):
 
 # %%
 ce_cols = ["ce_loss_without_sae", "ce_loss_with_sae", "ce_loss_with_ablation", "ce_loss_score",
            "kl_div_with_sae", "kl_div_with_ablation", "kl_div_score"]
-metrics.set_index("sae")[ce_cols].round(4)
+metrics[metrics.seed == ex.profile.main_seed].set_index("sae")[ce_cols].round(4)
 
 # %%
 lo, hi = metrics["ce_loss_score"].min(), metrics["ce_loss_score"].max()
 kl_lo, kl_hi = metrics["kl_div_score"].min(), metrics["kl_div_score"].max()
-display(Markdown(f"Our CE-loss scores lie in [{lo:.3f}, {hi:.3f}] and our KL scores in [{kl_lo:.3f}, {kl_hi:.3f}]: "
+display(Markdown(f"Over all {len(metrics)} SAEs, our CE-loss scores lie in [{lo:.3f}, {hi:.3f}] and our KL scores in [{kl_lo:.3f}, {kl_hi:.3f}]: "
                  f"{'all within [0, 1]' if 0 <= min(lo, kl_lo) and max(hi, kl_hi) <= 1 else 'NOT all within [0, 1]'}."))
 
 # %% [markdown]
@@ -128,11 +133,12 @@ display(Markdown(f"Our CE-loss scores lie in [{lo:.3f}, {hi:.3f}] and our KL sco
 # SAE Bench loaded the authors' vSAE with its decoder rows rescaled to unit norm (and the encoder
 # rescaled to compensate). Because TopK then ranks $\|d_i\| z_i$ instead of $z_i$, this changes which
 # latents are selected, so the evaluated model is not the trained one. The book evaluates each SAE as
-# it was trained; the table measures how much the paper's export would have changed the codes.
+# it was trained; the table measures how much the paper's export would have changed the codes (main
+# seed).
 
 # %%
 x = ex.eval_acts.get(range(min(len(ex.eval_acts), 4096))).float()
-saes = ex.train([v for v in variants if v.architecture == "vsae"])
+saes = ex.train([v for v in main if v.architecture == "vsae"])
 pd.DataFrame([{"sae": n, **decoder_normalization_effect(s, x)} for n, s in saes.items()]).set_index("sae").round(4)
 
 # %%

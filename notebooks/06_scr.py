@@ -38,13 +38,13 @@ k_values = None
 kl_coeff = None
 n_train_tokens = None
 expansion = None
-seed = None
+seeds = None
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
-from vsae import chapter, paper, plotting
+from vsae import chapter, paper, plotting, stats
 
 ex, params, timer = chapter.start("06_scr", globals())
 
@@ -53,8 +53,9 @@ tasks = ex.tasks()
 tasks[tasks.kind == "scr"][["task", "classes", "n_train", "n_test", "description"]]
 
 # %%
-variants = [v for v in ex.headline_variants() if v.model_cfg.k in sorted(ex.profile.k_values)[-2:]]
+variants = [v for v in ex.seed_variants() if v.model_cfg.k in sorted(ex.profile.k_values)[-2:]]
 scr = ex.scr(variants)
+scr["run"] = scr.architecture.map(paper.ARCH_LABEL) + " k=" + scr.sae_k.astype(str)
 checks = scr[scr.pair != "ALL"].groupby("pair")[["target_probe_acc", "spurious_probe_acc", "biased_probe_acc",
                                                   "biased_on_target", "biased_on_spurious", "oracle_margin",
                                                   "margin_ok", "selected_dir"]].first()
@@ -64,12 +65,11 @@ checks.round(3)
 # ## Results
 #
 # As in the paper, the two largest $k$ (the paper: 256 and 512). SCR metric against $N$, averaged over
-# the valid pairs:
+# the valid pairs; mean ± 95% t-interval over the SAE seeds:
 
 # %% tags=["nbval-check-output"]
 scr_all = scr[scr.pair == "ALL"]
-table = scr_all.pivot_table(index="n", columns="sae", values="scr_metric")[[v.name for v in variants]]
-table.round(4)
+stats.ci_table(scr_all, "n", "run", "scr_metric")
 
 # %% [markdown]
 # The paper's table (Pythia-70M, Bias in Bios and Amazon reviews):
@@ -82,7 +82,8 @@ ps.pivot(index="n_ablated", columns="sae", values="value").round(4)
 # %% [markdown]
 # ## Figure
 #
-# The metric, both directions and a heatmap; dotted open markers are the paper's values.
+# The metric, both directions and a heatmap (seed means; shaded: 95% t-intervals); dotted open markers
+# are the paper's values.
 
 # %%
 plotting.setup()
@@ -90,19 +91,24 @@ fig = plotting.scr_1x4(scr_all, paper=ps)
 plotting.savefig(fig, "scr")
 
 # %% [markdown]
-# Per pair (both directions), for every SAE:
+# Per pair (both directions), for every SAE configuration (mean over seeds):
 
 # %%
-scr[scr.pair != "ALL"].pivot_table(index=["pair", "n"], columns="sae", values=["scr_dir1", "scr_dir2"]).round(3)
+scr[scr.pair != "ALL"].pivot_table(index=["pair", "n"], columns="run", values=["scr_dir1", "scr_dir2"]).round(3)
 
 # %%
-best = scr_all.groupby(["sae", "architecture"])["scr_metric"].max().reset_index()
-arch_best = best.groupby("architecture")["scr_metric"].max()
+# best point of each architecture's seed-mean curve, and each seed's own best (its spread)
+arch_best = scr_all.groupby(["architecture", "sae_k", "n"])["scr_metric"].mean().groupby("architecture").max()
+seed_best = scr_all.groupby(["architecture", "seed"])["scr_metric"].max()
+ci = {a: stats.fmt(*stats.t_interval(seed_best[a])[:2], digits=3) for a in seed_best.index.get_level_values(0).unique()}
 pbest = ps.loc[ps.groupby("architecture")["value"].idxmax()].set_index("architecture")
 display(Markdown(
-    f"Best SCR metric over N: vSAE {arch_best.get('vsae', float('nan')):.3f}, TopK {arch_best.get('topk', float('nan')):.3f}. "
-    f"The paper's: vSAE {pbest.loc['vsae', 'value']:.3f} (k={pbest.loc['vsae', 'k']}, N={pbest.loc['vsae', 'n_ablated']}), "
-    f"TopK {pbest.loc['topk', 'value']:.3f} (k={pbest.loc['topk', 'k']}, N={pbest.loc['topk', 'n_ablated']})."))
+    f"Best SCR metric over N and k of the seed-mean curves: vSAE {arch_best.get('vsae', float('nan')):.3f}, TopK "
+    f"{arch_best.get('topk', float('nan')):.3f}; each seed's best (mean ± 95% interval): vSAE {ci.get('vsae')}, "
+    f"TopK {ci.get('topk')}, {'separated' if stats.interval_separated(seed_best['vsae'], seed_best['topk']) else 'not separated'} "
+    f"by the seed spread. The paper's: vSAE {pbest.loc['vsae', 'value']:.3f} (k={pbest.loc['vsae', 'k']}, "
+    f"N={pbest.loc['vsae', 'n_ablated']}), TopK {pbest.loc['topk', 'value']:.3f} (k={pbest.loc['topk', 'k']}, "
+    f"N={pbest.loc['topk', 'n_ablated']})."))
 
 # %%
 print(f"chapter 06 done in {timer.finish():.1f} s")

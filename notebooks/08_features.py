@@ -28,7 +28,7 @@ k_values = None
 kl_coeff = None
 n_train_tokens = None
 expansion = None
-seed = None
+seeds = None
 n_pairs = 3
 synthetic_steps = None
 

@@ -32,7 +32,7 @@ k_values = None
 kl_coeff = None
 n_train_tokens = None
 expansion = None
-seed = None
+seeds = None
 n_tokens = None
 
 # %%

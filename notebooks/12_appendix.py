@@ -26,7 +26,7 @@ k_values = None
 kl_coeff = None
 n_train_tokens = None
 expansion = None
-seed = None
+seeds = None
 
 # %%
 import pandas as pd
@@ -46,13 +46,15 @@ pd.DataFrame(rows, columns=["setting", "value"])
 # ## Why the `offline` profile has this scale
 #
 # The paper trains on 1.92M tokens of Pythia-70M's layer-3 residual stream (d_model 512) with
-# $F = 8192$ latents. On 2 CPU cores that is hours with the authors' trainer, and the whole book here
-# must build in about an hour. The `offline` profile keeps every setting that drives the paper's
-# mechanism — the same $k$ values, batches of 192 tokens, learning rates, warm-up, decay, KL annealing
-# and KL weight — and shrinks the budget: $F = 8 \times d_{model}$ latents and a fifth of the paper's
-# training tokens (2,000 steps). Feature death in the vSAE is driven by the KL gradient on unselected
-# latents from the first steps on, so it shows within this budget; the absolute metric values are not
-# comparable with Pythia-70M's.
+# $F = 8192$ latents, once per configuration. On 2 CPU cores that is hours with the authors' trainer,
+# and the whole book here, with **three seeds of each of the eight runs** (24 SAEs) and the
+# beyond-the-paper chapter's variants, must build in 90 minutes. The `offline` profile keeps every
+# setting that drives the paper's mechanism — the same $k$ values, batches of 192 tokens, learning
+# rates, warm-up, decay, KL annealing and KL weight — and shrinks the budget: $F = 8 \times d_{model}$
+# latents, 15% of the paper's training tokens (1,500 steps) and 600 / 300 passages per probing class
+# (train / test). Feature death in the vSAE is driven by the KL gradient on unselected latents from
+# the first steps on, so it shows within this budget; the absolute metric values are not comparable
+# with Pythia-70M's.
 #
 # **Why layer 9 of SmolLM2-135M, in bfloat16.** Without a BOS token, SmolLM2's residual stream carries a
 # huge activation at the first position of every context: at layers 2–8 it holds about a quarter of the
@@ -89,6 +91,7 @@ t[["chapter", "seconds", "finished"]].round(1) if len(t) else "no timings record
 # | --- | --- |
 # | the whole book (this profile) | `make book` |
 # | one chapter with new parameters | `make chapter NB=04_core PARAMS="-p k_values '[128]' -p kl_coeff 0.1"` |
+# | more seeds (mean and 95% interval over all of them) | `make chapter NB=04_core PARAMS="-p seeds '[42,43,44,45,46]'"` |
 # | the paper's setting (needs the Hub) | `make book PROFILE=paper DEVICE=cuda` |
 # | check the committed outputs | `make verify` |
 # | the tests | `make test` |

@@ -15,9 +15,10 @@ COMMON = {
     "kl_coeff": Param(float, min=0.0, optional=True, help="vSAE KL weight (the paper: 1.0)"),
     "n_train_tokens": Param(int, min=1000, optional=True, help="SAE training tokens"),
     "expansion": Param(int, min=1, max=64, optional=True, help="d_sae / d_model"),
-    "seed": Param(int, min=0, optional=True, help="seed of the SAEs and the trainer"),
+    "seeds": Param(list, item=int, min=0, optional=True,
+                   help="seeds of the headline SAEs (the first is the main one); metrics: mean and 95% interval"),
 }
-PROFILE_FIELDS = ("k_values", "kl_coeff", "n_train_tokens", "expansion", "seed")
+PROFILE_FIELDS = ("k_values", "kl_coeff", "n_train_tokens", "expansion", "seeds")
 
 
 def start(chapter: str, namespace: dict, extra: dict[str, Param] | None = None):

@@ -42,6 +42,14 @@ class Variant:
     def architecture(self) -> str:
         return self.model_cfg.architecture
 
+    @property
+    def k(self) -> int:
+        return int(self.model_cfg.k)
+
+    @property
+    def seed(self) -> int:
+        return int(self.train_overrides.get("seed", self.model_cfg.seed))
+
 
 class Experiment:
     """Results of one profile (plus overrides) on one device, computed on demand and stored."""
@@ -85,28 +93,37 @@ class Experiment:
         from .training import TrainConfig
 
         p = self.profile
-        base = dict(steps=p.steps, batch_size=p.batch_size, seed=p.seed)
+        base = dict(steps=p.steps, batch_size=p.batch_size, seed=p.main_seed)
         base.update(overrides)
         return TrainConfig(**base)
 
     def headline_variants(self, k_values=None, seed: int | None = None) -> list[Variant]:
-        """The paper's eight runs: TopK and vSAE (fixed variance, KL over all latents) at each k."""
+        """The paper's eight runs at one seed (default: the main one): TopK and vSAE (fixed variance,
+        KL over all latents) at each k. Runs of the main seed are named ``topk_k64``, others
+        ``topk_k64_s43``."""
         from .models import TopKSAEConfig, VSAEConfig
 
         p = self.profile
-        seed = p.seed if seed is None else seed
+        seed = p.main_seed if seed is None else int(seed)
+        sfx = "" if seed == p.main_seed else f"_s{seed}"
+        ks = list(k_values or p.k_values)
         out = []
-        for k in (k_values or p.k_values):
-            out.append(Variant(sae_name("topk", k), TopKSAEConfig(d_in=self.d_model, d_sae=self.d_sae, k=k, seed=seed),
+        for k in ks:
+            out.append(Variant(sae_name("topk", k, sfx), TopKSAEConfig(d_in=self.d_model, d_sae=self.d_sae, k=k, seed=seed),
                                {"seed": seed}))
-        for k in (k_values or p.k_values):
-            out.append(Variant(sae_name("vsae", k), VSAEConfig(d_in=self.d_model, d_sae=self.d_sae, k=k, seed=seed,
-                                                               kl_coeff=p.kl_coeff), {"seed": seed}))
+        for k in ks:
+            out.append(Variant(sae_name("vsae", k, sfx), VSAEConfig(d_in=self.d_model, d_sae=self.d_sae, k=k, seed=seed,
+                                                                   kl_coeff=p.kl_coeff), {"seed": seed}))
         return out
 
-    def beyond_variants(self, k: int, budget_fraction: float = 0.25, seeds=(43, 44),
+    def seed_variants(self, k_values=None) -> list[Variant]:
+        """The headline runs at every seed of the profile (main seed first)."""
+        return [v for s in self.profile.seeds for v in self.headline_variants(k_values, seed=s)]
+
+    def beyond_variants(self, k: int, budget_fraction: float = 0.25,
                         kl_weights=(0.0, 0.01, 0.1, 1.0, 10.0)) -> dict[str, list[Variant]]:
-        """The runs of the "beyond the paper" chapter, at ``budget_fraction`` of the training steps.
+        """The runs of the "beyond the paper" chapter, at ``budget_fraction`` of the training steps
+        and the main seed (the seed question is answered by the full-budget :meth:`seed_variants`).
 
         Returns the variants grouped by the question they answer; names are unique across groups.
         """
@@ -114,13 +131,14 @@ class Experiment:
 
         p, d, F = self.profile, self.d_model, self.d_sae
         steps = max(50, int(p.steps * budget_fraction))
-        tr = {"steps": steps, "seed": p.seed}
+        seed = p.main_seed
+        tr = {"steps": steps, "seed": seed}
 
-        def vs(name, seed=p.seed, **kw):
+        def vs(name, **kw):
             kw.setdefault("kl_coeff", p.kl_coeff)
             return Variant(name, VSAEConfig(d_in=d, d_sae=F, k=k, seed=seed, **kw), {**tr, "seed": seed})
 
-        def tk(name, seed=p.seed, **kw):
+        def tk(name, **kw):
             return Variant(name, TopKSAEConfig(d_in=d, d_sae=F, k=k, seed=seed, **kw), {**tr, "seed": seed})
 
         code, topk = vs(f"vSAE fixed var (code)"), tk("TopK")
@@ -133,8 +151,6 @@ class Experiment:
             "control": [topk, code, tk("TopK + L2 pre-act penalty", l2_preact_coeff=p.kl_coeff)],
             "auxk": [topk, tk(f"TopK + AuxK (dead after {dead:,} tokens)", dead_tokens_threshold=dead)],
             "kl_sweep": [code if w == p.kl_coeff else vs(f"vSAE KL weight {w:g}", kl_coeff=w) for w in kl_weights],
-            "seeds": [topk, code] + [v for s in seeds for v in (tk(f"TopK seed {s}", seed=s),
-                                                             vs(f"vSAE seed {s}", seed=s))],
         }
         return groups
 
@@ -180,6 +196,7 @@ class Experiment:
             df.insert(0, "run", v.name)
             df.insert(1, "architecture", v.architecture)
             df.insert(2, "k", v.model_cfg.k)
+            df.insert(3, "seed", v.seed)
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
 
@@ -198,7 +215,9 @@ class Experiment:
             if self.store.exists(kind, cfg):
                 d = self.store.path(kind, cfg)
                 for f in sorted(d.glob("*.pkl")):
-                    frames.setdefault(f.stem, []).append(pd.read_pickle(f))
+                    # rows are stored under the name the SAE had when they were computed; the same SAE
+                    # (same key) may be asked for under another name, so the name is the caller's
+                    frames.setdefault(f.stem, []).append(pd.read_pickle(f).assign(sae=v.name))
             else:
                 todo.append((v, cfg))
         if todo:
@@ -220,6 +239,7 @@ class Experiment:
             # probe's k in an eval's own table, so the SAE's is always "sae_k")
             df["architecture"] = df["sae"].map(arch)
             df["sae_k"] = df["sae"].map({v.name: v.model_cfg.k for v in variants})
+            df["seed"] = df["sae"].map({v.name: v.seed for v in variants})
             out[tname] = df
         return out
 
@@ -260,38 +280,45 @@ class Experiment:
         return self.store.get_table("probe_llm", {"pool": self._pool_id(), "cfg": cfg.to_dict()},
                                     lambda: llm_baseline(self.pool, cfg=cfg))
 
-    def sparse_probing(self, variants: list[Variant]) -> pd.DataFrame:
-        """SAE Bench sparse probing, one row per (sae, dataset, task, k) plus ``dataset == "ALL"`` rows."""
-        from .evals.probing import SparseProbingConfig, run_sparse_probing
-
-        cfg = SparseProbingConfig(seed=self.profile.seed)
-        eval_cfg = {"pool": self._pool_id(), "cfg": cfg.to_dict()}
-        llm = self.llm_probe_baseline
-        return self.per_sae_tables("sparse_probing", variants, eval_cfg,
-                                   lambda saes: {"probing": run_sparse_probing(saes, self.pool, cfg=cfg, llm=llm)})["probing"]
-
     def _scr_tpp_cfg(self):
         from .evals.scr_tpp import ScrTppConfig
 
         return ScrTppConfig(seed=self.profile.seed)
 
+    def pool_evals(self, variants: list[Variant]) -> dict[str, pd.DataFrame]:
+        """Sparse probing, SCR and TPP of each SAE, computed together: tables ``probing``, ``scr``, ``tpp``.
+
+        All three read the SAE's mean-pooled codes of the same passages, the expensive part (every
+        token of the pool through the encoder), so one pass serves the three chapters.
+        """
+        from .evals.probing import SparseProbingConfig, run_sparse_probing
+        from .evals.scr_tpp import run_scr, run_tpp
+
+        pcfg = SparseProbingConfig(seed=self.profile.seed)
+        acfg = self._scr_tpp_cfg()
+        eval_cfg = {"pool": self._pool_id(), "probing": pcfg.to_dict(), "scr_tpp": acfg.to_dict()}
+
+        def compute(saes):
+            llm = self.llm_probe_baseline
+            out = {"probing": run_sparse_probing(saes, self.pool, cfg=pcfg, llm=llm),
+                   "scr": run_scr(saes, self.pool, cfg=acfg),
+                   "tpp": run_tpp(saes, self.pool, cfg=acfg)}
+            self.pool.clear_codes()
+            return out
+
+        return self.per_sae_tables("pool_evals", variants, eval_cfg, compute)
+
+    def sparse_probing(self, variants: list[Variant]) -> pd.DataFrame:
+        """SAE Bench sparse probing, one row per (sae, dataset, task, k) plus ``dataset == "ALL"`` rows."""
+        return self.pool_evals(variants)["probing"]
+
     def scr(self, variants: list[Variant]) -> pd.DataFrame:
         """Spurious correlation removal, one row per (sae, pair, N) plus ``pair == "ALL"`` rows."""
-        from .evals.scr_tpp import run_scr
-
-        cfg = self._scr_tpp_cfg()
-        eval_cfg = {"pool": self._pool_id(), "cfg": cfg.to_dict()}
-        return self.per_sae_tables("scr", variants, eval_cfg,
-                                   lambda saes: {"scr": run_scr(saes, self.pool, cfg=cfg)})["scr"]
+        return self.pool_evals(variants)["scr"]
 
     def tpp(self, variants: list[Variant]) -> pd.DataFrame:
         """Targeted probe perturbation, one row per (sae, dataset, class, N) plus ``ALL`` rows."""
-        from .evals.scr_tpp import run_tpp
-
-        cfg = self._scr_tpp_cfg()
-        eval_cfg = {"pool": self._pool_id(), "cfg": cfg.to_dict()}
-        return self.per_sae_tables("tpp", variants, eval_cfg,
-                                   lambda saes: {"tpp": run_tpp(saes, self.pool, cfg=cfg)})["tpp"]
+        return self.pool_evals(variants)["tpp"]
 
     def absorption(self, variants: list[Variant], **cfg_overrides) -> dict[str, pd.DataFrame]:
         """First-letter feature absorption (beyond the paper): tables ``summary`` and ``letters``."""
@@ -336,7 +363,7 @@ class Experiment:
         """Last logged values of each run: one row per SAE."""
         logs = self.logs(variants)
         last = logs.groupby("run", sort=False).tail(1).set_index("run")
-        cols = [c for c in ("architecture", "k", "step", "tokens", "loss", "mse", "kl", "auxk", "l0", "frac_dead", "frac_inactive", "ev")
+        cols = [c for c in ("architecture", "k", "seed", "step", "tokens", "loss", "mse", "kl", "auxk", "l0", "frac_dead", "frac_inactive", "ev")
                 if c in last.columns]
         out = last[cols].reindex([v.name for v in variants]).reset_index().rename(columns={"run": "sae"})
         return out

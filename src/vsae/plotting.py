@@ -134,7 +134,8 @@ def activation_norms(norms: np.ndarray, norm_factor: float, hook: str):
 # Chapter 3: training curves
 # --------------------------------------------------------------------------------------------- #
 def training_curves(logs: pd.DataFrame, columns=("loss", "mse", "kl", "l0", "frac_dead")):
-    """One panel per logged quantity against tokens seen; one line per run (colour = architecture, shade = k).
+    """One panel per logged quantity against tokens seen; one line per (architecture, k), averaged
+    over seeds when ``logs`` holds several (colour = architecture, shade = k).
 
     ``logs`` has columns run, architecture, k, tokens (or step) and the logged quantities.
     """
@@ -149,6 +150,7 @@ def training_curves(logs: pd.DataFrame, columns=("loss", "mse", "kl", "l0", "fra
     for ax, c in zip(axes, cols):
         for (arch, k), g in logs.groupby(["architecture", "k"]):
             shade = 0.35 + 0.65 * (ks.index(k) + 1) / len(ks)
+            g = g.groupby(x, as_index=False)[c].mean()  # mean over seeds (one row per run and step)
             ax.plot(g[x], g[c], color=color(arch), alpha=shade, lw=1.2, label=f"{label(arch)} k={k}")
         ax.set_xlabel("training tokens" if x == "tokens" else "step")
         ax.set_ylabel(ylabels.get(c, c))
@@ -174,23 +176,38 @@ METRIC_LABELS = {
 }
 
 
+def _mean_half(df: pd.DataFrame, by: str, y: str) -> pd.DataFrame:
+    """Per value of ``by``: mean of ``y`` and its 95% t-interval half-width over the rows (seeds)."""
+    from .stats import t_interval
+
+    rows = [(key, *t_interval(g[y])[:2]) for key, g in df.groupby(by, sort=True)]
+    return pd.DataFrame(rows, columns=[by, "mean", "half"])
+
+
+def _band(ax, x, mean, half, col) -> None:
+    """Shade mean ± half where an interval exists (two or more seeds)."""
+    half = pd.Series(np.asarray(half, dtype=float))
+    if half.notna().any():
+        m = np.asarray(mean, dtype=float)
+        h = half.fillna(0).to_numpy()
+        ax.fill_between(np.asarray(x), m - h, m + h, color=col, alpha=0.15, lw=0)
+
+
 def metrics_vs_k(ours: pd.DataFrame, metrics, paper: pd.DataFrame | None = None, ours_label: str = "ours",
                  suptitle: str | None = None):
     """1×len(metrics) panels of a metric against k (log2 axis), one line per architecture.
 
     ``ours``: columns architecture, k and the metric columns (several rows per (architecture, k) are
-    averaged and drawn with a 95% interval, e.g. seeds). ``paper``: tidy paper values (metric,
+    seeds: drawn as their mean with a 95% t-interval band). ``paper``: tidy paper values (metric,
     architecture, k, value), drawn as open markers on dashed lines.
     """
     fig, axes = plt.subplots(1, len(metrics), figsize=(PAGE_WIDTH * 1.2, 3.3))
     axes = np.atleast_1d(axes)
     for ax, m in zip(axes, metrics):
         for arch, g in ours.groupby("architecture", sort=False):
-            agg = g.groupby("k")[m].agg(["mean", "count", "std"]).reset_index()
+            agg = _mean_half(g, "k", m)
             ax.plot(agg["k"], agg["mean"], marker=MARKERS.get(arch, "o"), color=color(arch), label=f"{label(arch)} ({ours_label})")
-            if (agg["count"] > 1).any():
-                half = 1.96 * agg["std"].fillna(0) / np.sqrt(agg["count"])
-                ax.fill_between(agg["k"], agg["mean"] - half, agg["mean"] + half, color=color(arch), alpha=0.15)
+            _band(ax, agg["k"], agg["mean"], agg["half"], color(arch))
         if paper is not None:
             pg = paper[paper.metric == m]
             for arch, g in pg.groupby("architecture", sort=False):
@@ -210,11 +227,14 @@ def metrics_vs_k(ours: pd.DataFrame, metrics, paper: pd.DataFrame | None = None,
 
 
 def pareto(ours: pd.DataFrame, paper: pd.DataFrame | None = None, y: str = "explained_variance"):
-    """Sparsity (L0) against explained variance, annotated with k; paper values as open markers."""
+    """Sparsity (L0) against explained variance, annotated with k (ours: mean over seeds with a 95%
+    interval on the y axis); paper values as open markers."""
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.55, 4.0))
     for arch, g in ours.groupby("architecture", sort=False):
+        half = _mean_half(g, "k", y).set_index("k")["half"]
         g = g.groupby("k")[["l0", y]].mean().reset_index().sort_values("l0")
-        ax.plot(g["l0"], g[y], marker=MARKERS.get(arch, "o"), color=color(arch), label=f"{label(arch)} (ours)")
+        ax.errorbar(g["l0"], g[y], yerr=half.reindex(g["k"]).fillna(0).to_numpy(), marker=MARKERS.get(arch, "o"),
+                    color=color(arch), capsize=3, label=f"{label(arch)} (ours)")
         for _, r in g.iterrows():
             ax.annotate(f"k={int(r['k'])}", (r["l0"], r[y]), textcoords="offset points", xytext=(4, -10), fontsize=7.5,
                         color=color(arch))
@@ -257,8 +277,19 @@ def probing_2x2(summary: pd.DataFrame, probe_ks=(1, 2, 5)):
     """The paper's sparse-probing figure from a per-SAE summary.
 
     ``summary``: one row per SAE with architecture, sae_k, sae_test_accuracy, llm_test_accuracy,
-    preservation, and sae_top_{k}_test_accuracy / top_{k}_preservation for k in ``probe_ks``.
+    preservation, and sae_top_{k}_test_accuracy / top_{k}_preservation for k in ``probe_ks``. Rows of
+    the same (architecture, sae_k) are seeds: drawn as their mean, with 95% t-intervals as error bars
+    in the top-k and degradation panels.
     """
+    from .stats import t_interval
+
+    num = [c for c in summary.columns if c not in ("sae", "architecture", "sae_k", "seed", "dataset")
+           and pd.api.types.is_numeric_dtype(summary[c])]
+    runs = summary.assign(degradation=summary["llm_test_accuracy"] - summary["sae_test_accuracy"])
+    halves = {(a, k): {c: t_interval(g[c])[1] for c in num + ["degradation"]}
+              for (a, k), g in runs.groupby(["architecture", "sae_k"], sort=False)}
+    summary = runs.groupby(["architecture", "sae_k"], sort=False)[num + ["degradation"]].mean().reset_index()
+    summary["sae"] = [f"{label(a)} k={int(k)}" for a, k in zip(summary["architecture"], summary["sae_k"])]
     fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 7.2))
     ax = axes[0, 0]
     for arch, g in summary.groupby("architecture", sort=False):
@@ -294,8 +325,10 @@ def probing_2x2(summary: pd.DataFrame, probe_ks=(1, 2, 5)):
     ks = sorted(summary["sae_k"].unique())
     for _, r in summary.iterrows():
         shade = 0.35 + 0.65 * (ks.index(r["sae_k"]) + 1) / len(ks)
-        ax.plot(probe_ks, [r[f"sae_top_{k}_test_accuracy"] for k in probe_ks], marker=MARKERS.get(r["architecture"], "o"),
-                color=color(r["architecture"]), alpha=shade, label=r["sae"])
+        h = halves[(r["architecture"], r["sae_k"])]
+        ax.errorbar(probe_ks, [r[f"sae_top_{k}_test_accuracy"] for k in probe_ks],
+                    yerr=[np.nan_to_num(h[f"sae_top_{k}_test_accuracy"]) for k in probe_ks], capsize=2,
+                    marker=MARKERS.get(r["architecture"], "o"), color=color(r["architecture"]), alpha=shade, label=r["sae"])
     ax.set_xticks(list(probe_ks))
     ax.set_xlabel("latents used by the probe")
     ax.set_ylabel("SAE top-k probe test accuracy")
@@ -305,8 +338,8 @@ def probing_2x2(summary: pd.DataFrame, probe_ks=(1, 2, 5)):
     ax = axes[1, 1]
     for arch, g in summary.groupby("architecture", sort=False):
         g = g.sort_values("sae_k")
-        ax.plot(g["sae_k"], g["llm_test_accuracy"] - g["sae_test_accuracy"], marker=MARKERS.get(arch, "o"),
-                color=color(arch), label=label(arch))
+        ax.errorbar(g["sae_k"], g["degradation"], yerr=[np.nan_to_num(halves[(arch, k)]["degradation"]) for k in g["sae_k"]],
+                    capsize=3, marker=MARKERS.get(arch, "o"), color=color(arch), label=label(arch))
     _log2_k_axis(ax, summary["sae_k"])
     ax.axhline(0, ls="--", color="#888")
     ax.set_xlabel("SAE k (active latents per token)")
@@ -324,10 +357,11 @@ def _vs_threshold(ax, df: pd.DataFrame, y: str, ls="-", paper: pd.DataFrame | No
                   legend_suffix=""):
     ks = sorted(df["sae_k"].unique())
     for (arch, k), g in df.groupby(["architecture", "sae_k"], sort=False):
-        g = g.groupby("n")[y].mean().reset_index()
+        g = _mean_half(g, "n", y)  # mean over seeds, 95% band
         shade = 0.45 + 0.55 * (ks.index(k) + 1) / len(ks)
-        ax.plot(g["n"], g[y], ls=ls, marker=MARKERS.get(arch, "o"), color=color(arch), alpha=shade,
+        ax.plot(g["n"], g["mean"], ls=ls, marker=MARKERS.get(arch, "o"), color=color(arch), alpha=shade,
                 label=f"{label(arch)} k={k}{legend_suffix}")
+        _band(ax, g["n"], g["mean"], g["half"], color(arch))
     if paper is not None:
         pg = paper[paper.metric == paper_metric]
         for (arch, k), g in pg.groupby(["architecture", "k"], sort=False):
@@ -339,8 +373,10 @@ def _vs_threshold(ax, df: pd.DataFrame, y: str, ls="-", paper: pd.DataFrame | No
 
 
 def _heatmap(ax, df: pd.DataFrame, y: str, title: str):
-    piv = df.pivot_table(index="sae", columns="n", values=y, aggfunc="mean")
-    order = [s for s in df["sae"].unique() if s in piv.index]
+    """Mean over seeds of ``y`` per (architecture, k) row and N column."""
+    df = df.assign(row=[f"{label(a)} k={int(k)}" for a, k in zip(df["architecture"], df["sae_k"])])
+    piv = df.pivot_table(index="row", columns="n", values=y, aggfunc="mean")
+    order = [s for s in df["row"].unique() if s in piv.index]
     piv = piv.loc[order]
     piv.columns = [int(c) for c in piv.columns]
     sns.heatmap(piv, ax=ax, annot=True, fmt=".2f", cmap="RdBu_r", center=0, cbar=False, annot_kws={"fontsize": 7})
@@ -587,15 +623,14 @@ def kl_sweep(df: pd.DataFrame, metrics=tuple(BEYOND_METRICS)):
 
 def seed_intervals(df: pd.DataFrame, metrics=tuple(BEYOND_METRICS)):
     """Mean and 95% t-interval over seeds per architecture (``df``: columns architecture and metrics)."""
-    from scipy import stats
+    from .stats import t_interval
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(PAGE_WIDTH * 1.2, 3.0))
     for ax, m in zip(np.atleast_1d(axes), metrics):
         for i, (arch, g) in enumerate(df.groupby("architecture", sort=False)):
             v = g[m].to_numpy(dtype=float)
-            mean = v.mean()
-            half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
-            ax.errorbar(i, mean, yerr=half, fmt=MARKERS.get(arch, "o"), color=color(arch), capsize=5, ms=8)
+            mean, half, _ = t_interval(v)
+            ax.errorbar(i, mean, yerr=np.nan_to_num(half), fmt=MARKERS.get(arch, "o"), color=color(arch), capsize=5, ms=8)
             ax.scatter(np.full(len(v), i + 0.15), v, color=color(arch), s=10, alpha=0.6)
         ax.set_xticks(range(df["architecture"].nunique()))
         ax.set_xticklabels([label(a) for a in df["architecture"].unique()], fontsize=8)

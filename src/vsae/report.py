@@ -42,7 +42,7 @@ def header(profile, **extra) -> str:
     lines = [
         f"**Profile** `{profile.name}` · **model** `{profile.lm}` · **hook** `{profile.hook_name}` · "
         f"**train tokens** {profile.n_train_tokens:,} · **eval tokens** {profile.n_eval_tokens:,} · "
-        f"**d_sae** {profile.expansion}×d_model · **k** {list(profile.k_values)} · **seed** {profile.seed} · "
+        f"**d_sae** {profile.expansion}×d_model · **k** {list(profile.k_values)} · **SAE seeds** {list(profile.seeds)} · "
         f"**commit** `{git_commit()}`"
     ]
     for k, v in extra.items():
