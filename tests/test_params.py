@@ -77,3 +77,66 @@ def test_collapse_progress_keeps_each_bars_final_line():
     assert collapse_progress(t).split("\n") == [
         "note", "train:   1%|          | 5/500 [00:20<27:33,  3.34s/step]",
         "harvest a: 100%|##| 18.4k/18.4k [00:25<00:00, 777tok/s]", "end"]
+
+
+def test_seeds_parameter_and_profile_field():
+    assert validate({"seeds": [1, 2, 3]}, COMMON)["seeds"] == [1, 2, 3]
+    with pytest.raises(ParameterError, match="is empty"):
+        validate({"seeds": []}, COMMON)
+    p = get_profile("offline", seeds=[7, 8])
+    assert p.seeds == (7, 8) and p.main_seed == 7 and p.to_dict()["seeds"] == [7, 8]
+    with pytest.raises(ValueError, match="distinct"):
+        get_profile("smoke", seeds=[7, 7])
+    assert PROFILES["offline"].seeds == (42, 43, 44) and PROFILES["paper"].seeds == (42, 43, 44)
+
+
+def test_seed_variants_names_and_seeds(tmp_path):
+    from types import SimpleNamespace
+
+    from vsae.pipeline import Experiment
+    from vsae.store import Store
+
+    ex = Experiment("smoke", store=Store(tmp_path), seeds=[5, 6], k_values=[8, 16])
+    ex.__dict__["train_acts"] = SimpleNamespace(manifest={"d_model": 16, "checksum": "x"})  # no harvest
+    vs = ex.seed_variants()
+    assert [v.name for v in vs] == ["topk_k8", "topk_k16", "vsae_k8", "vsae_k16",
+                                    "topk_k8_s6", "topk_k16_s6", "vsae_k8_s6", "vsae_k16_s6"]
+    assert [v.seed for v in vs] == [5] * 4 + [6] * 4
+    assert all(v.model_cfg.seed == v.seed == v.train_overrides["seed"] for v in vs)
+    assert ex.train_config(**vs[-1].train_overrides).seed == 6 and ex.train_config().seed == 5
+    # the same SAE under two seeds is two different artifacts; the main seed's keys do not depend on the others
+    assert len({ex.sae_dir(v) for v in vs}) == 8
+    main_only = Experiment("smoke", store=Store(tmp_path), seeds=[5], k_values=[8, 16])
+    main_only.__dict__["train_acts"] = ex.train_acts
+    assert [main_only.sae_dir(v) for v in main_only.seed_variants()] == [ex.sae_dir(v) for v in vs[:4]]
+    # beyond-the-paper runs: main seed, no seeds group (the seed question uses the headline runs)
+    groups = ex.beyond_variants(16)
+    assert "seeds" not in groups and {v.seed for g in groups.values() for v in g} == {5}
+
+
+def test_per_sae_tables_reads_back_under_the_callers_names(tmp_path):
+    import dataclasses
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from vsae.pipeline import Experiment
+    from vsae.store import Store
+
+    ex = Experiment("smoke", store=Store(tmp_path), seeds=[5, 6], k_values=[8])
+    ex.__dict__["train_acts"] = SimpleNamespace(manifest={"d_model": 16, "checksum": "x"})
+    ex.train = lambda variants: {v.name: None for v in variants}  # no training: the tables are made up
+    calls = []
+
+    def compute(saes):
+        calls.append(sorted(saes))
+        return {"t": pd.DataFrame({"sae": list(saes), "value": [float(len(n)) for n in saes]})}
+
+    vs = ex.seed_variants()
+    first = ex.per_sae_tables("demo", vs, {"x": 1}, compute)["t"]
+    assert list(first["sae"]) == [v.name for v in vs] and list(first["seed"]) == [5, 5, 6, 6]
+    renamed = [dataclasses.replace(v, name=f"run {i}") for i, v in enumerate(vs)]
+    again = ex.per_sae_tables("demo", renamed, {"x": 1}, compute)["t"]
+    assert len(calls) == 1  # read back, not recomputed
+    assert list(again["sae"]) == [f"run {i}" for i in range(4)]
+    assert list(again["value"]) == list(first["value"]) and list(again["sae_k"]) == [8] * 4
