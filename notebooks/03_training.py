@@ -36,7 +36,7 @@ expansion = None
 seeds = None
 
 # %%
-from vsae import chapter, plotting, stats
+from vsae import chapter, paper, plotting, stats
 
 ex, params, timer = chapter.start("03_training", globals())
 
@@ -74,8 +74,8 @@ final[final.seed == ex.profile.main_seed].drop(columns="seed").round(4)
 # Over all seeds (mean ± 95% t-interval):
 
 # %%
-stats.metrics_ci_table(final.assign(run=final.architecture + " k=" + final.k.astype(str)), "run",
-                        ["mse", "l0", "ev", "frac_inactive"])
+stats.metrics_ci_table(final.assign(run=final.architecture.map(paper.ARCH_LABEL) + " k=" + final.k.astype(str)), "run",
+                       ["mse", "l0", "ev", "frac_inactive"])
 
 # %%
 print(f"chapter 03 done in {timer.finish():.1f} s")

@@ -109,8 +109,9 @@ plotting.savefig(fig, "density")
 # ## The paper's artefacts, recomputed
 #
 # The paper's table reports a KL-divergence score of exactly −1 for every SAE and CE-loss scores above
-# 1 (1.0294 for three SAEs): both are impossible for a correct computation with these SAEs and come
-# from its evaluation (bf16 quantisation, and a model loaded without the weight processing used in
+# 1 (1.0294 for three SAEs). The first is impossible for a correct computation (the KL divergence is
+# never negative, and it would take a reconstruction twice as harmful as zeroing the residual), the
+# second implausible for SAEs that explain at most 96% of the variance; both come from its evaluation (bf16 quantisation, and a model loaded without the weight processing used in
 # training). Ours come from the same model, weights and dtype the activations came from (the profile's
 # `lm_dtype`; the `offline` profile runs SmolLM2 in bfloat16, see chapter 2), with the logits cast to
 # float32 before the log-softmax, which is where bf16 arithmetic turns a KL divergence into NaN (main
@@ -124,8 +125,19 @@ metrics[metrics.seed == ex.profile.main_seed].set_index("sae")[ce_cols].round(4)
 # %%
 lo, hi = metrics["ce_loss_score"].min(), metrics["ce_loss_score"].max()
 kl_lo, kl_hi = metrics["kl_div_score"].min(), metrics["kl_div_score"].max()
-display(Markdown(f"Over all {len(metrics)} SAEs, our CE-loss scores lie in [{lo:.3f}, {hi:.3f}] and our KL scores in [{kl_lo:.3f}, {kl_hi:.3f}]: "
-                 f"{'all within [0, 1]' if 0 <= min(lo, kl_lo) and max(hi, kl_hi) <= 1 else 'NOT all within [0, 1]'}."))
+top = metrics.loc[metrics["ce_loss_score"].idxmax()]
+notes = []
+if hi > 1:
+    # a near-perfect reconstruction can lower the CE loss below the clean model's by chance, so a
+    # score a hair above 1 is possible; report by how much, against the paper's 1.0294
+    notes.append(f"the largest CE-loss score exceeds 1 by {hi - 1:.4f} ({top['sae']}, explained variance "
+                 f"{top['explained_variance']:.3f}: its reconstruction changes the CE loss by "
+                 f"{top['ce_loss_with_sae'] - top['ce_loss_without_sae']:+.4f} nats), against the paper's 0.0294")
+if lo < 0 or kl_lo < 0 or kl_hi > 1:
+    notes.append("some scores fall outside [0, 1] (see the table above)")
+verdict = "; ".join(notes) or "all within [0, 1]"
+display(Markdown(f"Over all {len(metrics)} SAEs, our CE-loss scores lie in [{lo:.4f}, {hi:.4f}] and our KL scores in "
+                 f"[{kl_lo:.4f}, {kl_hi:.4f}]: {verdict}."))
 
 # %% [markdown]
 # ## Evaluating the vSAE as it was trained

@@ -75,10 +75,13 @@ def verdict(text):
 # %%
 names = [v.name for v in groups["text_vs_code"]]
 plotting.savefig(plotting.variant_bars(summary, names, "vSAE as the code trained it vs as the text describes it"), "beyond_text_vs_code")
-a = S.loc[names, "frac_alive"]
+a, ev = S.loc[names, "frac_alive"], S.loc[names, "explained_variance"]
 verdict(f"Fraction alive: code {a.iloc[0]:.3f}, unit-variance sampling {a.iloc[1]:.3f}, learned variance {a.iloc[2]:.3f}. "
         f"Sampling {'changes' if (a.iloc[1:] - a.iloc[0]).abs().max() > 0.05 else 'barely changes'} feature death "
-        f"(largest difference {(a.iloc[1:] - a.iloc[0]).abs().max():.3f}).")
+        f"(largest difference {(a.iloc[1:] - a.iloc[0]).abs().max():.3f}). Explained variance (evaluated at the mean, "
+        f"z = μ): code {ev.iloc[0]:.3f}, unit variance {ev.iloc[1]:.3f}, learned variance {ev.iloc[2]:.3f}"
+        + (": the sampling variants keep their latents alive but do not reconstruct, which is no better a dictionary."
+           if ev.iloc[1:].max() < ev.iloc[0] - 0.1 else "."))
 
 # %% [markdown]
 # ## 2. Where the penalty goes: all latents or only the selected ones
@@ -118,8 +121,17 @@ verdict(f"Fraction alive: TopK {t.frac_alive:.3f}, vSAE {v_.frac_alive:.3f}, Top
 # %%
 names = [v.name for v in groups["auxk"]]
 plotting.savefig(plotting.variant_bars(summary, names, "TopK with AuxK off in effect vs firing"), "beyond_auxk")
+dead = ex.training_summary(groups["auxk"]).set_index("sae")
+peak = ex.logs(groups["auxk"]).groupby("run")["frac_dead"].max()
+fired = peak.loc[names[1]] > 0
 verdict(f"Fraction alive: {S.loc[names[0], 'frac_alive']:.3f} without effective AuxK, {S.loc[names[1], 'frac_alive']:.3f} with it; "
-        f"explained variance {S.loc[names[0], 'explained_variance']:.3f} vs {S.loc[names[1], 'explained_variance']:.3f}.")
+        f"explained variance {S.loc[names[0], 'explained_variance']:.3f} vs {S.loc[names[1], 'explained_variance']:.3f}. "
+        + (f"With the reachable threshold up to {peak.loc[names[1]]:.1%} of the latents were dead at a logged step and "
+           f"AuxK trained them ({dead.loc[names[1], 'frac_dead']:.1%} dead at the end)."
+           if fired else
+           "Even with the reachable threshold no latent of the TopK SAE stays silent that long (0 dead at every logged "
+           "step), so AuxK never has anything to revive: at this budget the paper's baseline loses nothing to its unreachable "
+           "dead threshold."))
 
 # %% [markdown]
 # ## 5. The KL weight
@@ -131,9 +143,17 @@ sweep[["sae", "kl_coeff", "frac_alive", "explained_variance", "ce_loss_score", "
 
 # %%
 mono = bool((sweep.sort_values("kl_coeff")["frac_alive"].diff().dropna() <= 0.01).all())
+w0 = sweep.set_index("kl_coeff")
+topk_alive = S.loc[groups["control"][0].name, "frac_alive"]
 verdict(f"Fraction alive is {sweep.frac_alive.iloc[0]:.3f} at weight {sweep.kl_coeff.iloc[0]:g} and "
         f"{sweep.frac_alive.iloc[-1]:.3f} at {sweep.kl_coeff.iloc[-1]:g}; it "
-        f"{'never rises (by more than 0.01) as the weight grows' if mono else 'does not fall monotonically with the weight'}.")
+        f"{'never rises (by more than 0.01) as the weight grows' if mono else 'does not fall monotonically with the weight'}. "
+        + (f"Without any KL term (weight 0) the vSAE still keeps only {w0.loc[0.0, 'frac_alive']:.3f} of its latents alive, "
+           f"against {topk_alive:.3f} for the TopK SAE of the same budget: part of the death comes from the vSAE's other "
+           f"differences from the TopK SAE (learning rate 8·10⁻⁴, no unit-norm decoder constraint, no geometric-median "
+           f"initialisation of b_dec; chapter 3), and the paper's weight 1 takes it from {w0.loc[0.0, 'frac_alive']:.3f} "
+           f"to {w0.loc[ex.profile.kl_coeff, 'frac_alive']:.3f}."
+           if 0.0 in w0.index and ex.profile.kl_coeff in w0.index and w0.loc[0.0, "frac_alive"] < topk_alive - 0.05 else ""))
 
 # %% [markdown]
 # ## 6. Seeds
