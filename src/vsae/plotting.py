@@ -323,10 +323,12 @@ def probing_2x2(summary: pd.DataFrame, probe_ks=(1, 2, 5)):
 
     ax = axes[1, 0]
     ks = sorted(summary["sae_k"].unique())
-    for _, r in summary.iterrows():
+    n_rows = len(summary)
+    for i, (_, r) in enumerate(summary.iterrows()):
         shade = 0.35 + 0.65 * (ks.index(r["sae_k"]) + 1) / len(ks)
         h = halves[(r["architecture"], r["sae_k"])]
-        ax.errorbar(probe_ks, [r[f"sae_top_{k}_test_accuracy"] for k in probe_ks],
+        dodge = 0.05 * (i - (n_rows - 1) / 2)  # side by side, so the error bars do not overlap
+        ax.errorbar(np.asarray(probe_ks, dtype=float) + dodge, [r[f"sae_top_{k}_test_accuracy"] for k in probe_ks],
                     yerr=[np.nan_to_num(h[f"sae_top_{k}_test_accuracy"]) for k in probe_ks], capsize=2,
                     marker=MARKERS.get(r["architecture"], "o"), color=color(r["architecture"]), alpha=shade, label=r["sae"])
     ax.set_xticks(list(probe_ks))
