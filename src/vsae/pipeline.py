@@ -195,7 +195,7 @@ class Experiment:
             df = pd.read_csv(self.sae_dir(v) / "log.csv")
             df.insert(0, "run", v.name)
             df.insert(1, "architecture", v.architecture)
-            df.insert(2, "k", v.model_cfg.k)
+            df.insert(2, "k", v.k)
             df.insert(3, "seed", v.seed)
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
@@ -238,7 +238,7 @@ class Experiment:
             # every table says which architecture and which TopK k each row's SAE has ("k" may be a
             # probe's k in an eval's own table, so the SAE's is always "sae_k")
             df["architecture"] = df["sae"].map(arch)
-            df["sae_k"] = df["sae"].map({v.name: v.model_cfg.k for v in variants})
+            df["sae_k"] = df["sae"].map({v.name: v.k for v in variants})
             df["seed"] = df["sae"].map({v.name: v.seed for v in variants})
             out[tname] = df
         return out
@@ -347,9 +347,8 @@ class Experiment:
         best_scr = scr[scr.pair == "ALL"].groupby("sae")["scr_metric"].max()
         rows = []
         for v in variants:
-            cfg = v.model_cfg
-            rows.append({"sae": v.name, "architecture": v.architecture, "k": cfg.k, "seed": cfg.seed,
-                         "kl_coeff": getattr(cfg, "kl_coeff", 0.0), "frac_alive": core.loc[v.name, "frac_alive"],
+            rows.append({"sae": v.name, "architecture": v.architecture, "k": v.k, "seed": v.seed,
+                         "kl_coeff": getattr(v.model_cfg, "kl_coeff", 0.0), "frac_alive": core.loc[v.name, "frac_alive"],
                          "explained_variance": core.loc[v.name, "explained_variance"],
                          "ce_loss_score": core.loc[v.name, "ce_loss_score"],
                          "tpp_total_20": t.loc[v.name, "tpp_total"], "tpp_unintended_20": t.loc[v.name, "tpp_unintended"],

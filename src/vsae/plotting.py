@@ -178,10 +178,9 @@ METRIC_LABELS = {
 
 def _mean_half(df: pd.DataFrame, by: str, y: str) -> pd.DataFrame:
     """Per value of ``by``: mean of ``y`` and its 95% t-interval half-width over the rows (seeds)."""
-    from .stats import t_interval
+    from .stats import seed_summary
 
-    rows = [(key, *t_interval(g[y])[:2]) for key, g in df.groupby(by, sort=True)]
-    return pd.DataFrame(rows, columns=[by, "mean", "half"])
+    return seed_summary(df, [by], [y])[[by, "mean", "half"]].sort_values(by, ignore_index=True)
 
 
 def _band(ax, x, mean, half, col) -> None:

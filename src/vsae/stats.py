@@ -69,13 +69,16 @@ def _order(df: pd.DataFrame, cols: list[str]) -> list:
     return [tuple(r) if len(cols) > 1 else r[0] for r in order.itertuples(index=False)]
 
 
+def _texts(s: pd.DataFrame, digits: int) -> pd.DataFrame:
+    return s.assign(text=[fmt(m, h, digits) for m, h in zip(s["mean"], s["half"])])
+
+
 def ci_table(df: pd.DataFrame, index: str | Sequence[str], columns: str | Sequence[str], metric: str,
              digits: int = 4, confidence: float = 0.95) -> pd.DataFrame:
     """``index`` x ``columns`` table of ``"mean ± half"`` strings of one metric (rows of a cell: seeds)."""
     idx = [index] if isinstance(index, str) else list(index)
     cols = [columns] if isinstance(columns, str) else list(columns)
-    s = seed_summary(df, idx + cols, [metric], confidence)
-    s["text"] = [fmt(m, h, digits) for m, h in zip(s["mean"], s["half"])]
+    s = _texts(seed_summary(df, idx + cols, [metric], confidence), digits)
     return s.pivot(index=idx, columns=cols, values="text")[_order(df, cols)]
 
 
@@ -83,8 +86,7 @@ def metrics_ci_table(df: pd.DataFrame, columns: str | Sequence[str], metrics: Se
                      confidence: float = 0.95) -> pd.DataFrame:
     """metrics x ``columns`` table of ``"mean ± half"`` strings (rows of a column group: seeds)."""
     cols = [columns] if isinstance(columns, str) else list(columns)
-    s = seed_summary(df, cols, metrics, confidence)
-    s["text"] = [fmt(m, h, digits) for m, h in zip(s["mean"], s["half"])]
+    s = _texts(seed_summary(df, cols, metrics, confidence), digits)
     return s.pivot(index="metric", columns=cols, values="text").loc[list(metrics), _order(df, cols)]
 
 

@@ -851,11 +851,11 @@ class PassagePool:
     def passage_of_token(self) -> np.ndarray:
         return np.repeat(np.arange(len(self)), np.diff(self.offsets))
 
-    @torch.no_grad()
     def clear_codes(self) -> None:
         """Free the pooled codes kept in memory (about 0.1 GB per SAE at d_sae 4608)."""
         self._codes.clear()
 
+    @torch.no_grad()
     def pooled_codes(self, sae, chunk_tokens: int = 4096, cache: bool = True) -> np.ndarray:
         """Mean over each passage's kept tokens of the SAE code: ``[n_passages, d_sae]`` float32.
 
