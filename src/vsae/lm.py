@@ -228,6 +228,27 @@ class LanguageModel:
 
             return self.bridge.run_with_hooks(t, fwd_hooks=[(self.hook_name, hook_fn)]).float()
 
+    def logits_from_resid(self, resid: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, T, d_vocab]`` (float32) from the residual *at the hook*: runs only the blocks after it.
+
+        ``logits_from_resid(resid(tokens))`` equals ``logits(tokens)``, and
+        ``logits_from_resid(f(resid(tokens)))`` equals ``logits(tokens, replace=f)`` bit for bit (the
+        tests check it on the Pythia architecture): a spliced evaluation computes the clean residual
+        once and re-runs only the ``n_layers - layer - 1`` blocks after the hook for each SAE.
+        """
+        r = resid if resid.ndim == 3 else resid[None]
+        r = r.to(device=self.device, dtype=self.dtype)
+        if not self.can_start_after_hook:
+            raise ValueError(f"the hook {self.hook_name} is the last block's output: no block runs after it; "
+                             f"use logits(tokens, replace=...) instead")
+        with torch.no_grad():
+            return self.bridge(r, start_at_layer=self.layer + 1).float()
+
+    @property
+    def can_start_after_hook(self) -> bool:
+        """Whether :meth:`logits_from_resid` applies (a block follows the hooked one)."""
+        return self.layer + 1 < self.n_layers
+
     def resid_from_embeds(self, embeds: torch.Tensor) -> torch.Tensor:
         """Residual at the hook from input embeddings ``[B, T, d_model]`` (differentiable).
 

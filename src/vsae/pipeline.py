@@ -245,7 +245,8 @@ class Experiment:
 
     # ---------------------------------------------------------------------------- the evals
     def core(self, variants: list[Variant]) -> dict[str, pd.DataFrame]:
-        """Core metrics on the held-out evaluation tokens: tables ``metrics`` and ``density``."""
+        """Core metrics on the held-out evaluation tokens: tables ``metrics``, ``density`` (with each
+        latent's first firing token) and ``noise`` (bootstrap evaluation noise of every score)."""
         from .evals.core import CoreConfig, evaluate_core
 
         cfg = CoreConfig(n_ce_contexts=self.profile.n_ce_contexts)
@@ -253,7 +254,7 @@ class Experiment:
 
         def compute(saes):
             res = evaluate_core(saes, self.eval_acts, self.lm, cfg=cfg)
-            return {"metrics": res.metrics, "density": res.density}
+            return {"metrics": res.metrics, "density": res.density, "noise": res.noise}
 
         return self.per_sae_tables("core", variants, eval_cfg, compute)
 

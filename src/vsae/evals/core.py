@@ -71,6 +71,8 @@ class CoreConfig:
     exclude_special_tokens: bool = True
     #: compute the (d_sae x d_sae) max-cosine statistics of encoder and decoder
     weight_metrics: bool = True
+    #: bootstrap replicates for the evaluation-noise table (0: none)
+    n_boot: int = 1000
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -79,8 +81,13 @@ class CoreConfig:
 class CoreResult(NamedTuple):
     #: one row per SAE: every scalar metric
     metrics: pd.DataFrame
-    #: long table (sae, latent, density): the feature-density histogram data
+    #: long table (sae, latent, density, first_fire): the feature-density histogram data, and the
+    #: index of the first evaluation token on which each latent fires (-1: never), for
+    #: :func:`alive_curve`
     density: pd.DataFrame
+    #: evaluation noise, one row per (sae, metric): bootstrap standard error and 95% half-width over
+    #: blocks of evaluation tokens (reconstruction metrics) or over CE contexts (CE / KL scores)
+    noise: pd.DataFrame = pd.DataFrame(columns=["sae", "source", "metric", "boot_se", "boot_half", "n_blocks", "n_boot"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,6 +166,20 @@ def _as_source(acts, tokens=None):
     return t.shape[0], (lambda a, b: t[a:b].float()), (None if tokens is None else np.asarray(tokens))
 
 
+def alive_curve(first_fire: np.ndarray, n_tokens: int, points: int = 24) -> pd.DataFrame:
+    """Fraction of latents alive (fired at least once) within the first ``t`` evaluation tokens, for
+    ``points`` log-spaced ``t`` up to ``n_tokens``: whether the alive count has saturated.
+
+    ``first_fire``: per latent, the index of its first firing token (-1: never), as
+    :func:`sparsity_and_reconstruction` records it.
+    """
+    ff = np.asarray(first_fire)
+    fired = np.sort(ff[ff >= 0])
+    ts = np.unique(np.geomspace(1, max(int(n_tokens), 1), points).astype(int))
+    alive = np.searchsorted(fired, ts, side="left") / max(len(ff), 1)
+    return pd.DataFrame({"tokens": ts, "frac_alive": alive})
+
+
 def contexts_from_cache(cache, n_contexts: int) -> torch.Tensor:
     """Rebuild ``n_contexts`` token contexts ``[n, T]`` of one length from a cache's token stream.
 
@@ -213,6 +234,13 @@ class _Acc:
         self.l0 = 0.0
         self.l1 = 0.0
         self.fires = torch.zeros(d_sae, dtype=torch.int64)
+        #: index (in evaluation-token order) of the first token on which each latent fires; -1: never
+        self.first_fire = torch.full((d_sae,), -1, dtype=torch.int64)
+        #: per-batch sums for the block bootstrap of the reconstruction metrics
+        self.b_n: list[int] = []
+        self.b_sum_x: list[torch.Tensor] = []
+        self.b_sum_x2: list[torch.Tensor] = []
+        self.b_cos: list[float] = []
         # per-batch quantities, averaged over batches as SAE Bench does
         self.b_mss: list[float] = []
         self.b_mad: list[float] = []
@@ -226,6 +254,10 @@ class _Acc:
         if n == 0:
             return
         r2 = (x - x_hat).pow(2).sum(-1)
+        nz = f != 0
+        new = (self.first_fire < 0) & nz.any(0)
+        if bool(new.any()):
+            self.first_fire[new] = self.n + nz[:, new].to(torch.int8).argmax(0)
         self.n += n
         self.sse += float(r2.sum())
         self.sum_x += x.sum(0)
@@ -233,13 +265,17 @@ class _Acc:
         self.sum_norm2 += float(x.pow(2).sum())
         t = (x - x.mean(0)).pow(2).sum(-1)
         self.ev_legacy += float(torch.where(t > 0, 1 - r2 / t.clamp_min(1e-30), torch.zeros_like(t)).sum())
-        self.cos += float(cosine_similarity(x, x_hat).sum())
+        cos = float(cosine_similarity(x, x_hat).sum())
+        self.cos += cos
+        self.b_n.append(n)
+        self.b_sum_x.append(x.sum(0))
+        self.b_sum_x2.append(x.pow(2).sum(0))
+        self.b_cos.append(cos)
         nin = x.norm(dim=-1)
         nout = x_hat.norm(dim=-1)
         self.l2_in += float(nin.sum())
         self.l2_out += float(nout.sum())
         self.l2_ratio += float((nout / torch.where(nin.abs() < 1e-4, torch.ones_like(nin), nin)).sum())
-        nz = f != 0
         self.l0 += float(nz.sum())
         self.l1 += float(f.double().sum())
         self.fires += nz.sum(0)
@@ -248,6 +284,34 @@ class _Acc:
         self.b_sse.append(float(r2.mean()))
         dot = (x * x_hat).sum(-1).mean()
         self.b_relbias.append(float(x_hat.pow(2).sum(-1).mean() / dot) if dot != 0 else float("nan"))
+
+    def bootstrap(self, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95) -> list[dict]:
+        """Evaluation noise of explained variance (both formulas) and cosine similarity: a block
+        bootstrap that redraws whole batches (contiguous runs of contexts) with replacement and
+        recomputes each metric with the point estimate's own aggregation."""
+        nb = len(self.b_n)
+        if nb < 2:
+            return []
+        rng = np.random.default_rng(seed)
+        draws = rng.integers(0, nb, size=(n_boot, nb))
+        cnt = np.stack([np.bincount(d, minlength=nb) for d in draws]).astype(np.float64)  # [n_boot, nb]
+        n = cnt @ np.asarray(self.b_n, np.float64)
+        sse = cnt @ (np.asarray(self.b_sse) * np.asarray(self.b_n))
+        sx = cnt @ torch.stack(self.b_sum_x).numpy()
+        sx2 = cnt @ torch.stack(self.b_sum_x2).numpy()
+        total_var = (sx2 / n[:, None] - (sx / n[:, None]) ** 2).sum(1)
+        w = cnt / cnt.sum(1, keepdims=True)  # SAE Bench's formula: a mean over batches
+        mss, mad, bsse = w @ np.asarray(self.b_mss), w @ np.asarray(self.b_mad), w @ np.asarray(self.b_sse)
+        vals = {"explained_variance": 1 - (sse / n) / total_var,
+                "explained_variance_saebench": 1 - bsse / (mss - mad ** 2),
+                "cossim": (cnt @ np.asarray(self.b_cos)) / n}
+        lo_q, hi_q = 50 * (1 - confidence), 50 * (1 + confidence)
+        out = []
+        for metric, v in vals.items():
+            lo, hi = np.percentile(v, [lo_q, hi_q])
+            out.append({"metric": metric, "boot_se": float(v.std(ddof=1)), "boot_half": float((hi - lo) / 2),
+                        "n_blocks": nb, "n_boot": int(n_boot)})
+        return out
 
     def result(self) -> tuple[dict, np.ndarray]:
         n = max(self.n, 1)
@@ -290,11 +354,16 @@ def sparsity_and_reconstruction(
     special_ids=(),
     n_tokens: int | None = None,
     batch_tokens: int = 2048,
+    extras: dict | None = None,
+    n_boot: int = 1000,
 ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """One pass over the evaluation activations for all SAEs; per-SAE metrics and densities.
 
     ``acts`` is an ``ActivationCache`` (its ``tokens`` give the special-token mask) or a tensor
-    ``[N, d_in]`` (pass ``tokens=`` to mask special tokens).
+    ``[N, d_in]`` (pass ``tokens=`` to mask special tokens). Pass a dict as ``extras`` to receive
+    ``extras["first_fire"][name]`` (the index of the first evaluation token on which each latent
+    fires, -1 if never: the alive-vs-tokens curve) and ``extras["bootstrap"][name]`` (block-bootstrap
+    noise of the reconstruction metrics, ``n_boot`` replicates).
     """
     n, get, toks = _as_source(acts, tokens)
     if n_tokens is not None:
@@ -317,6 +386,9 @@ def sparsity_and_reconstruction(
     metrics, dens = {}, {}
     for name, acc in accs.items():
         metrics[name], dens[name] = acc.result()
+    if extras is not None:
+        extras["first_fire"] = {name: acc.first_fire.numpy() for name, acc in accs.items()}
+        extras["bootstrap"] = {name: acc.bootstrap(n_boot) for name, acc in accs.items()} if n_boot else {}
     return metrics, dens
 
 
@@ -335,6 +407,37 @@ def _kl_per_token(clean_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tenso
     return (clean_logp.exp() * (clean_logp - lp)).sum(-1).cpu()
 
 
+def _forward_fns(lm):
+    """``(clean(tok) -> (logits, resid), spliced(tok, resid, new_resid) -> logits)`` for an LM.
+
+    With :meth:`vsae.lm.LanguageModel.logits_from_resid` the clean residual at the hook is computed
+    once per batch and every spliced pass runs only the blocks after the hook (bit-identical to the
+    full forward with the residual replaced; ``tests/test_eval_core.py`` checks it); LM stand-ins
+    without it fall back to full forward passes with ``replace=``.
+    """
+    if hasattr(lm, "logits_from_resid") and hasattr(lm, "resid") and getattr(lm, "can_start_after_hook", True):
+        def clean(tok):
+            r = lm.resid(tok)
+            return lm.logits_from_resid(r), r
+
+        def spliced(tok, resid, new):
+            return lm.logits_from_resid(new)
+        return clean, spliced
+
+    def clean_full(tok):
+        cap = {}
+
+        def grab(r):
+            cap["r"] = r
+            return r
+        logits = lm.logits(tok, replace=grab)
+        return logits, cap["r"]
+
+    def spliced_full(tok, resid, new):
+        return lm.logits(tok, replace=lambda r: new.to(device=r.device, dtype=r.dtype))
+    return clean_full, spliced_full
+
+
 @torch.no_grad()
 def downstream_metrics(
     saes: dict[str, Any],
@@ -344,13 +447,18 @@ def downstream_metrics(
     special_ids=None,
     batch_size: int = 8,
     exclude_special_tokens: bool = True,
+    per_context: list | None = None,
 ) -> dict[str, dict]:
     """CE loss and KL divergence of the clean, SAE-spliced and zero-ablated model, per SAE.
 
-    The clean and zero-ablation runs are shared by all SAEs (one forward each per batch).
+    The clean and zero-ablation runs are shared by all SAEs (one forward each per batch). Pass a
+    list as ``per_context`` to receive one record per (context, SAE) with the summed CE and KL of
+    that context (``ce_sae``, ``kl_sae``, ``ce_clean``, ``ce_zero``, ``kl_zero``, ``n_ce``,
+    ``n_kl``): :func:`bootstrap_downstream` resamples contexts from them.
     """
     if special_ids is None:
         special_ids = special_ids_of(lm)
+    clean_fn, spliced_fn = _forward_fns(lm)
     contexts = torch.as_tensor(contexts).long()
     sums = {"ce_clean": 0.0, "ce_zero": 0.0, "kl_zero": 0.0}
     per = {name: {"ce_sae": 0.0, "kl_sae": 0.0} for name in saes}
@@ -361,11 +469,11 @@ def downstream_metrics(
         splice_mask = metric_mask if exclude_special_tokens else torch.ones_like(metric_mask)
         ce_mask = metric_mask[:, :-1]
 
-        clean = lm.logits(tok)
+        clean, resid = clean_fn(tok)
         clean_logp = F.log_softmax(clean.float(), dim=-1)
         ce_clean = _ce_per_token(clean, tok)
         del clean
-        zero = lm.logits(tok, replace=lambda r: torch.zeros_like(r))
+        zero = spliced_fn(tok, resid, torch.zeros_like(resid))
         ce_zero = _ce_per_token(zero, tok)
         kl_zero = _kl_per_token(clean_logp, zero)
         del zero
@@ -374,16 +482,23 @@ def downstream_metrics(
         sums["kl_zero"] += float(kl_zero[metric_mask].double().sum())
         n_ce += int(ce_mask.sum())
         n_kl += int(metric_mask.sum())
+        if per_context is not None:
+            ctx = {"ce_clean": _row_sums(ce_clean, ce_mask), "ce_zero": _row_sums(ce_zero, ce_mask),
+                   "kl_zero": _row_sums(kl_zero, metric_mask),
+                   "n_ce": ce_mask.sum(-1).tolist(), "n_kl": metric_mask.sum(-1).tolist()}
+        m = splice_mask.to(resid.device)[..., None]
         for name, sae in saes.items():
-
-            def splice(resid, sae=sae, m=splice_mask):
-                x = to_sae(sae, resid)
-                x_hat = sae.decode(sae.encode(x)).to(device=resid.device, dtype=resid.dtype)
-                return torch.where(m.to(resid.device)[..., None], x_hat, resid)
-
-            logits = lm.logits(tok, replace=splice)
-            per[name]["ce_sae"] += float(_ce_per_token(logits, tok)[ce_mask].double().sum())
-            per[name]["kl_sae"] += float(_kl_per_token(clean_logp, logits)[metric_mask].double().sum())
+            x_hat = sae.decode(sae.encode(to_sae(sae, resid))).to(device=resid.device, dtype=resid.dtype)
+            logits = spliced_fn(tok, resid, torch.where(m, x_hat, resid))
+            ce_s = _ce_per_token(logits, tok)
+            kl_s = _kl_per_token(clean_logp, logits)
+            per[name]["ce_sae"] += float(ce_s[ce_mask].double().sum())
+            per[name]["kl_sae"] += float(kl_s[metric_mask].double().sum())
+            if per_context is not None:
+                ce_r, kl_r = _row_sums(ce_s, ce_mask), _row_sums(kl_s, metric_mask)
+                for j in range(len(tok)):
+                    per_context.append({"sae": name, "context": i + j, "ce_sae": ce_r[j], "kl_sae": kl_r[j],
+                                        **{key: ctx[key][j] for key in ctx}})
             del logits
     out = {}
     for name in saes:
@@ -403,6 +518,39 @@ def downstream_metrics(
             "n_ce_contexts": int(len(contexts)),
         }
     return out
+
+
+def _row_sums(values: torch.Tensor, mask: torch.Tensor) -> list[float]:
+    return (values.double() * mask.to(values.device).double()).sum(-1).tolist()
+
+
+def bootstrap_downstream(per_context: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                         confidence: float = 0.95) -> pd.DataFrame:
+    """Evaluation noise of the CE-loss and KL scores: a bootstrap over the evaluation contexts.
+
+    ``per_context``: the records of :func:`downstream_metrics` (one row per SAE and context). Each
+    replicate draws the contexts with replacement (the same draw for every SAE, as the clean and
+    zero-ablation runs are shared) and recomputes both scores exactly as the point estimate does
+    (token-weighted means of the per-context sums). Returns one row per SAE and score with the
+    bootstrap standard error and the half-width of the percentile interval.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    ctxs = np.sort(per_context["context"].unique())
+    draws = rng.integers(0, len(ctxs), size=(n_boot, len(ctxs)))
+    lo_q, hi_q = 50 * (1 - confidence), 50 * (1 + confidence)
+    for name, g in per_context.groupby("sae", sort=False):
+        g = g.set_index("context").loc[ctxs]
+        a = {c: g[c].to_numpy(np.float64)[draws].sum(1) for c in
+             ("ce_sae", "kl_sae", "ce_clean", "ce_zero", "kl_zero", "n_ce", "n_kl")}
+        ce_s, ce_c, ce_z = a["ce_sae"] / a["n_ce"], a["ce_clean"] / a["n_ce"], a["ce_zero"] / a["n_ce"]
+        kl_s, kl_z = a["kl_sae"] / a["n_kl"], a["kl_zero"] / a["n_kl"]
+        scores = {"ce_loss_score": (ce_z - ce_s) / (ce_z - ce_c), "kl_div_score": (kl_z - kl_s) / kl_z}
+        for metric, v in scores.items():
+            lo, hi = np.percentile(v, [lo_q, hi_q])
+            rows.append({"sae": name, "metric": metric, "boot_se": float(v.std(ddof=1)),
+                         "boot_half": float((hi - lo) / 2), "n_contexts": int(len(ctxs)), "n_boot": int(n_boot)})
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,9 +579,12 @@ def evaluate_core(
         ``CoreResult(metrics, density)``: one row per SAE, and the long density table.
     """
     special = special_ids_of(lm) if lm is not None else []
+    extras: dict = {}
     m, dens = sparsity_and_reconstruction(
-        saes, acts, tokens=tokens, special_ids=special, n_tokens=cfg.n_tokens, batch_tokens=cfg.batch_tokens
+        saes, acts, tokens=tokens, special_ids=special, n_tokens=cfg.n_tokens, batch_tokens=cfg.batch_tokens,
+        extras=extras, n_boot=cfg.n_boot,
     )
+    per_context: list = []
     down: dict[str, dict] = {}
     if lm is not None and cfg.n_ce_contexts > 0:
         if contexts is None:
@@ -441,9 +592,9 @@ def evaluate_core(
         contexts = torch.as_tensor(contexts)[: cfg.n_ce_contexts]
         down = downstream_metrics(
             saes, lm, contexts, special_ids=special, batch_size=cfg.ce_batch_size,
-            exclude_special_tokens=cfg.exclude_special_tokens,
+            exclude_special_tokens=cfg.exclude_special_tokens, per_context=per_context,
         )
-    rows, dens_rows = [], []
+    rows, dens_rows, noise = [], [], []
     for name, sae in saes.items():
         row = {"sae": name, "d_sae": d_sae_of(sae), "k": getattr(getattr(sae, "cfg", None), "k", None)}
         row.update(m.get(name, {}))
@@ -457,6 +608,14 @@ def evaluate_core(
         rows.append(row)
         d = dens.get(name)
         if d is not None:
-            dens_rows.append(pd.DataFrame({"sae": name, "latent": np.arange(len(d)), "density": d}))
-    density = pd.concat(dens_rows, ignore_index=True) if dens_rows else pd.DataFrame(columns=["sae", "latent", "density"])
-    return CoreResult(pd.DataFrame(rows), density)
+            dens_rows.append(pd.DataFrame({"sae": name, "latent": np.arange(len(d)), "density": d,
+                                           "first_fire": extras["first_fire"][name]}))
+        noise += [{"sae": name, "source": "eval tokens (batch blocks)", **r} for r in extras.get("bootstrap", {}).get(name, [])]
+    density = (pd.concat(dens_rows, ignore_index=True) if dens_rows
+               else pd.DataFrame(columns=["sae", "latent", "density", "first_fire"]))
+    if per_context and cfg.n_boot:
+        b = bootstrap_downstream(pd.DataFrame(per_context), n_boot=cfg.n_boot)
+        noise += [{"source": "CE contexts", **r} for r in b.drop(columns=["n_contexts"]).assign(
+            n_blocks=b["n_contexts"]).to_dict("records")]
+    noise_df = pd.DataFrame(noise, columns=["sae", "source", "metric", "boot_se", "boot_half", "n_blocks", "n_boot"])
+    return CoreResult(pd.DataFrame(rows), density, noise_df)

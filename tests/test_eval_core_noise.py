@@ -1,0 +1,122 @@
+"""Evaluation noise and size of the core metrics: the after-hook splice, per-context bootstrap,
+block bootstrap of the reconstruction metrics and the alive-vs-tokens curve."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from _eval_fixtures import TinySAE, cache_from_lm, perfect_sae
+from vsae.evals import core
+from vsae.evals.core import CoreConfig, evaluate_core
+
+
+@pytest.fixture(scope="module")
+def pythia():
+    from vsae.lm import load_lm
+
+    return load_lm("pythia-70m-random", layer=1, n_layers=3)
+
+
+def test_logits_from_resid_equals_full_forward(pythia):
+    tok = torch.randint(10, 2000, (2, 16))
+    r = pythia.resid(tok)
+    assert torch.equal(pythia.logits_from_resid(r), pythia.logits(tok))
+    assert torch.equal(pythia.logits_from_resid(r * 0.5), pythia.logits(tok, replace=lambda x: x * 0.5))
+    assert torch.equal(pythia.logits_from_resid(torch.zeros_like(r)), pythia.logits(tok, replace=torch.zeros_like))
+
+
+def test_last_layer_hook_falls_back_to_full_forward():
+    from vsae.lm import load_lm
+
+    lm = load_lm("pythia-70m-random", layer=2, n_layers=3)
+    assert not lm.can_start_after_hook
+    with pytest.raises(ValueError, match="last block"):
+        lm.logits_from_resid(lm.resid(torch.randint(10, 2000, (1, 6))))
+    ctx = torch.randint(10, 2000, (2, 8))
+    out = core.downstream_metrics({"p": perfect_sae(lm.d_model)}, lm, ctx)
+    assert out["p"]["ce_loss_score"] == pytest.approx(1.0, abs=1e-6)
+
+
+class _FullForwardOnly:
+    """The same LM without ``logits_from_resid``: the evaluation falls back to full forwards."""
+
+    def __init__(self, lm):
+        self._lm = lm
+        self.logits = lm.logits
+        self.special_token_ids = lm.special_token_ids
+        self.tokenizer = lm.tokenizer
+
+
+def test_spliced_scores_same_as_full_forward_path(pythia):
+    torch.manual_seed(0)
+    d = pythia.d_model
+    saes = {"a": TinySAE(torch.randn(d, 64) / d ** 0.5, torch.randn(64, d) / 8, k=8), "perfect": perfect_sae(d)}
+    ctx = torch.randint(10, 2000, (4, 12))
+    fast = core.downstream_metrics(saes, pythia, ctx, batch_size=2)
+    slow = core.downstream_metrics(saes, _FullForwardOnly(pythia), ctx, batch_size=2)
+    for name in saes:
+        for key, v in fast[name].items():
+            assert v == slow[name][key], (name, key)  # the same numbers, not merely close
+    assert fast["perfect"]["ce_loss_score"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_per_context_records_sum_to_the_point_estimate(pythia):
+    d = pythia.d_model
+    saes = {"a": TinySAE(torch.randn(d, 32) / d ** 0.5, torch.randn(32, d) / 8, k=4)}
+    ctx = torch.randint(10, 2000, (5, 10))
+    recs: list = []
+    out = core.downstream_metrics(saes, pythia, ctx, batch_size=2, per_context=recs)
+    pc = pd.DataFrame(recs)
+    assert len(pc) == 5 and sorted(pc.context) == list(range(5))
+    assert pc.ce_sae.sum() / pc.n_ce.sum() == pytest.approx(out["a"]["ce_loss_with_sae"])
+    assert pc.kl_zero.sum() / pc.n_kl.sum() == pytest.approx(out["a"]["kl_div_with_ablation"])
+
+
+def test_bootstrap_downstream_hand_made():
+    # two SAEs, four identical contexts: every resample gives the same score, so no noise
+    base = {"ce_clean": 2.0, "ce_zero": 6.0, "kl_zero": 2.0, "n_ce": 10, "n_kl": 10}
+    rows = [{"sae": s, "context": c, "ce_sae": 30.0, "kl_sae": 5.0, **{k: v * (10 if k[0] in "ck" and k != "n_ce" else 1)
+                                                                       for k, v in base.items()}}
+            for s in ("x", "y") for c in range(4)]
+    b = core.bootstrap_downstream(pd.DataFrame(rows), n_boot=50)
+    assert set(b.metric) == {"ce_loss_score", "kl_div_score"}
+    assert np.allclose(b.boot_se, 0) and np.allclose(b.boot_half, 0)
+    # one context much worse than the others: the score now varies between resamples
+    rows[0]["ce_sae"] = 55.0
+    b = core.bootstrap_downstream(pd.DataFrame(rows), n_boot=200, seed=1).set_index(["sae", "metric"])
+    assert b.loc[("x", "ce_loss_score"), "boot_se"] > 0.05
+    assert b.loc[("y", "ce_loss_score"), "boot_se"] == pytest.approx(0)
+
+
+def test_alive_curve_and_first_fire():
+    x = torch.zeros(6, 2)
+    x[2, 0] = 1.0  # latent 0 fires first on token 2; latent 1 on token 4; latent 2 never
+    x[4, 1] = 1.0
+    sae = TinySAE(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.eye(3, 2), k=2)
+    ex: dict = {}
+    m, dens = core.sparsity_and_reconstruction({"s": sae}, x, batch_tokens=3, extras=ex, n_boot=20)
+    assert ex["first_fire"]["s"].tolist() == [2, 4, -1]
+    assert m["s"]["frac_alive"] == pytest.approx(2 / 3)
+    curve = core.alive_curve(ex["first_fire"]["s"], 6, points=6).set_index("tokens")["frac_alive"]
+    assert curve.loc[2] == 0 and curve.loc[4] == pytest.approx(1 / 3) and curve.loc[6] == pytest.approx(2 / 3)
+    rows = {r["metric"]: r for r in ex["bootstrap"]["s"]}
+    assert set(rows) == {"explained_variance", "explained_variance_saebench", "cossim"}
+    assert rows["cossim"]["n_blocks"] == 2
+
+
+def test_evaluate_core_reports_noise(pythia):
+    from _eval_fixtures import FakeLM  # noqa: F401  (fixtures module on the path)
+
+    d = pythia.d_model
+    ctx = torch.randint(10, 2000, (4, 16))
+    acts = pythia.resid(ctx).reshape(-1, d).float()
+    saes = {"a": TinySAE(torch.randn(d, 32) / d ** 0.5, torch.randn(32, d) / 8, k=4)}
+    res = evaluate_core(saes, acts, pythia, contexts=ctx, tokens=ctx.reshape(-1).numpy(),
+                        cfg=CoreConfig(n_ce_contexts=4, batch_tokens=16, n_boot=30, weight_metrics=False))
+    assert set(res.noise.source) == {"eval tokens (batch blocks)", "CE contexts"}
+    assert set(res.noise.metric) >= {"ce_loss_score", "kl_div_score", "explained_variance"}
+    assert (res.noise.boot_se >= 0).all()
+    assert "first_fire" in res.density.columns
