@@ -309,3 +309,56 @@ def run_tpp(saes: dict[str, Any], pool: PassagePool, datasets: Sequence[ProbeDat
 def tpp_oracle_table(probes: Sequence[TppProbes]) -> pd.DataFrame:
     return pd.DataFrame([{"dataset": p.dataset.name, "class": k, "clean_acc": v} for p in probes
                          for k, v in p.clean.items()])
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregations as SAE Bench codes them (for every comparison with the paper)
+# --------------------------------------------------------------------------------------------
+
+#: SAE Bench sets a direction's S to 0 when its denominator (oracle minus biased accuracy) is below this
+SAEBENCH_MIN_DENOMINATOR = 0.001
+
+
+def scr_saebench_score(ablated_acc: float, biased_acc: float, oracle_acc: float) -> float:
+    """``S`` as SAE Bench computes it: 0 when ``oracle - biased < 0.001`` (a signed test), else the ratio."""
+    den = oracle_acc - biased_acc
+    return 0.0 if den < SAEBENCH_MIN_DENOMINATOR else float((ablated_acc - biased_acc) / den)
+
+
+def scr_saebench(scr: pd.DataFrame) -> pd.DataFrame:
+    """SCR under SAE Bench's own rules, from the per-pair rows of :func:`run_scr`.
+
+    Per pair and N: ``scr_dir{1,2}`` by :func:`scr_saebench_score`; ``scr_metric`` is direction 1 when
+    the biased probe is worse on the target than on the spurious attribute, direction 2 when it is
+    better, and their mean on a tie. The ``pair == "ALL"`` rows average **all** pairs (SAE Bench drops
+    none; :func:`run_scr`'s own aggregate keeps only pairs that pass the oracle check). Returns the
+    per-pair rows followed by the ``ALL`` rows, with ``aggregation = "saebench"``.
+    """
+    pairs = scr[scr["pair"] != "ALL"].copy()
+    if pairs.empty:
+        return pairs.assign(aggregation="saebench")
+    d1 = [scr_saebench_score(a, b, o) for a, b, o in
+          zip(pairs["ablated_acc_dir1"], pairs["biased_on_target"], pairs["target_probe_acc"])]
+    d2 = [scr_saebench_score(a, b, o) for a, b, o in
+          zip(pairs["ablated_acc_dir2"], pairs["biased_on_spurious"], pairs["spurious_probe_acc"])]
+    pairs["scr_dir1"], pairs["scr_dir2"] = d1, d2
+    bt, bs = pairs["biased_on_target"], pairs["biased_on_spurious"]
+    pairs["scr_metric"] = np.where(bt < bs, pairs["scr_dir1"],
+                                   np.where(bt > bs, pairs["scr_dir2"], 0.5 * (pairs["scr_dir1"] + pairs["scr_dir2"])))
+    keep = [c for c in ("architecture", "sae_k", "seed") if c in pairs.columns]
+    agg = pairs.groupby(["sae", "n"] + keep, as_index=False, sort=False).agg(
+        scr_dir1=("scr_dir1", "mean"), scr_dir2=("scr_dir2", "mean"), scr_metric=("scr_metric", "mean"),
+        n_pairs=("pair", "nunique"))
+    agg["pair"] = "ALL"
+    return pd.concat([pairs, agg], ignore_index=True).assign(aggregation="saebench")
+
+
+def tpp_unintended_ratio(tpp_all: pd.DataFrame, max_n: int = 20, ks=None) -> float:
+    """The paper's TPP ratio: mean TopK unintended effect over ``N <= max_n`` (and the given ``k``)
+    divided by the vSAE's, a ratio of means (not a mean of per-N ratios). ``tpp_all``: the ``ALL``
+    rows with columns ``architecture``, ``k``, ``n``, ``tpp_unintended`` (several seeds are averaged)."""
+    d = tpp_all[tpp_all["n"] <= max_n]
+    if ks is not None:
+        d = d[d["k"].isin(list(ks))]
+    m = d.groupby("architecture")["tpp_unintended"].mean()
+    return float(m["topk"] / m["vsae"]) if m.get("vsae", 0) != 0 else float("nan")

@@ -1,0 +1,321 @@
+"""The verdict engine: every comparison or conclusion the book states is computed here.
+
+A *claim* says that one group of runs has a larger (or smaller) value of a metric than another, or
+that two groups are equivalent within a margin. It is evaluated **per k** on the per-seed values:
+
+* two groups with at least two runs each: the 95% Welch interval of the difference of the means
+  (:func:`vsae.stats.welch_interval`). The verdict is ``holds`` when the interval lies on the claimed
+  side of zero, ``reversed`` when it lies entirely on the other side, ``not separated`` otherwise;
+  an equivalence claim holds when the interval lies inside ``(-margin, margin)`` and is reversed
+  when it lies entirely outside it.
+* a single run on either side (the paper's tables; one-seed controls): the sign of the difference
+  decides, unless ``|difference|`` is within ``noise`` (a measured noise scale, e.g. the seed
+  interval of the same metric), when the verdict is ``not separated``; the row says ``one run``.
+
+No threshold lives in a notebook: the margins below are the engine's, with their reasons, and the
+tests check each verdict function on cases that hold, reverse and are not separated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+
+HOLDS, REVERSED, NOT_SEPARATED = "holds", "reversed", "not separated"
+VERDICTS = (HOLDS, REVERSED, NOT_SEPARATED)
+
+#: "sparse probing is comparable": the paper's largest |Δ accuracy| over k is 0.011; we call two
+#: probing accuracies equivalent when they differ by less than 0.03 (three points of accuracy)
+PROBING_MARGIN = 0.03
+#: single-run controls (chapter 11) are "not separated" when they differ by less than this many
+#: half-widths of the headline runs' seed interval of the same metric
+SINGLE_RUN_NOISE_FACTOR = 2.0
+
+
+def compare(a: Iterable[float], b: Iterable[float], expect: str = "greater", noise: float = 0.0,
+            confidence: float = 0.95) -> dict:
+    """Whether ``mean(a) > mean(b)`` (``expect="greater"``) or ``<`` (``"less"``), with its interval.
+
+    Returns ``mean_a, mean_b, n_a, n_b, diff, half, low, high, verdict, one_run``.
+    """
+    if expect not in ("greater", "less"):
+        raise ValueError(f"expect must be 'greater' or 'less', got {expect!r}")
+    a = _finite(a)
+    b = _finite(b)
+    out = {"mean_a": _mean(a), "mean_b": _mean(b), "n_a": int(a.size), "n_b": int(b.size)}
+    if a.size == 0 or b.size == 0:
+        return {**out, "diff": np.nan, "half": np.nan, "low": np.nan, "high": np.nan, "verdict": NOT_SEPARATED,
+                "one_run": True}
+    diff = out["mean_a"] - out["mean_b"]
+    sign = 1.0 if expect == "greater" else -1.0
+    if a.size >= 2 and b.size >= 2:
+        _, half = stats.welch_interval(a, b, confidence)
+        low, high = diff - half, diff + half
+        if sign * low > 0 and sign * high > 0:
+            v = HOLDS
+        elif sign * low < 0 and sign * high < 0:
+            v = REVERSED
+        else:
+            v = NOT_SEPARATED
+        return {**out, "diff": diff, "half": half, "low": low, "high": high, "verdict": v, "one_run": False}
+    if abs(diff) <= noise or diff == 0:
+        v = NOT_SEPARATED
+    else:
+        v = HOLDS if sign * diff > 0 else REVERSED
+    return {**out, "diff": diff, "half": np.nan, "low": np.nan, "high": np.nan, "verdict": v, "one_run": True}
+
+
+def equivalent(a: Iterable[float], b: Iterable[float], margin: float, confidence: float = 0.95) -> dict:
+    """Whether ``|mean(a) - mean(b)| < margin`` (an equivalence claim), with the Welch interval."""
+    a, b = _finite(a), _finite(b)
+    out = {"mean_a": _mean(a), "mean_b": _mean(b), "n_a": int(a.size), "n_b": int(b.size)}
+    if a.size == 0 or b.size == 0:
+        return {**out, "diff": np.nan, "half": np.nan, "low": np.nan, "high": np.nan, "verdict": NOT_SEPARATED,
+                "one_run": True}
+    diff = out["mean_a"] - out["mean_b"]
+    if a.size >= 2 and b.size >= 2:
+        _, half = stats.welch_interval(a, b, confidence)
+        low, high = diff - half, diff + half
+        if -margin < low and high < margin:
+            v = HOLDS
+        elif low >= margin or high <= -margin:
+            v = REVERSED
+        else:
+            v = NOT_SEPARATED
+        return {**out, "diff": diff, "half": half, "low": low, "high": high, "verdict": v, "one_run": False}
+    return {**out, "diff": diff, "half": np.nan, "low": np.nan, "high": np.nan,
+            "verdict": HOLDS if abs(diff) < margin else REVERSED, "one_run": True}
+
+
+def _finite(v) -> np.ndarray:
+    v = np.asarray(list(v), dtype=float)
+    return v[np.isfinite(v)]
+
+
+def _mean(v: np.ndarray) -> float:
+    return float(v.mean()) if v.size else float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's claims, per k
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One of the paper's claims about vSAE (``a``) against TopK (``b``), checked per k."""
+
+    key: str
+    text: str
+    #: column of the per-run table (:func:`run_table`)
+    metric: str
+    #: "greater" / "less": the claimed sign of vSAE - TopK; "equivalent": |vSAE - TopK| < margin
+    expect: str
+    margin: float = 0.0
+    #: compare vSAE at consecutive k with each other instead of with TopK
+    across_k: bool = False
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("ce", "vSAE below TopK on CE-loss score", "ce_loss_score", "less"),
+    Claim("ev", "vSAE below TopK on explained variance (SAE Bench's formula)", "explained_variance_saebench", "less"),
+    Claim("cos", "vSAE below TopK on cosine similarity", "cossim", "less"),
+    Claim("alive", "vSAE keeps fewer latents alive than TopK", "frac_alive", "less"),
+    Claim("alive_k", "vSAE keeps more latents alive as k grows (this k vs the previous)", "frac_alive", "greater",
+          across_k=True),
+    Claim("probe", f"sparse probing comparable (|Δ accuracy| < {PROBING_MARGIN}, all latents)", "sae_test_accuracy",
+          "equivalent", margin=PROBING_MARGIN),
+    Claim("probe1", "vSAE better top-1 sparse-probing accuracy", "sae_top_1_test_accuracy", "greater"),
+    Claim("scr", "vSAE reaches a higher best SCR metric over N (SAE Bench's aggregation)", "scr_best", "greater"),
+    Claim("tpp_u", "vSAE has smaller unintended TPP effects (mean over N ≤ 20)", "tpp_unintended_small", "less"),
+    Claim("tpp_t", "vSAE has the higher best TPP total at large N (N ≥ 50)", "tpp_total_large", "greater"),
+)
+
+
+def run_table(core: pd.DataFrame, probing: pd.DataFrame | None = None, scr: pd.DataFrame | None = None,
+              tpp: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per run (architecture, k, seed) with every scalar a claim reads.
+
+    ``core``: one row per SAE with ``architecture``, ``k`` and the core metrics (``seed`` optional).
+    ``probing``: one row per SAE with ``sae_test_accuracy``, ``sae_top_1_test_accuracy``.
+    ``scr``: the ``ALL`` rows per (SAE, n) with ``scr_metric`` (SAE Bench's aggregation for our runs).
+    ``tpp``: the ``ALL`` rows per (SAE, n) with ``tpp_total`` and ``tpp_unintended``.
+    Per run, ``scr_best`` is the best SCR metric over N, ``tpp_unintended_small`` the mean unintended
+    effect over N ≤ 20 and ``tpp_total_large`` the best total over N ≥ 50.
+    """
+    key = ["architecture", "k", "seed"]
+
+    def norm(df):
+        df = df.copy()
+        if "k" not in df.columns and "sae_k" in df.columns:
+            df["k"] = df["sae_k"]
+        if "seed" not in df.columns:
+            df["seed"] = 0
+        return df
+
+    cols = [c for c in ("ce_loss_score", "kl_div_score", "explained_variance", "explained_variance_saebench",
+                        "cossim", "frac_alive", "l0") if c in core.columns]
+    out = norm(core).groupby(key, as_index=False)[cols].mean()
+    if probing is not None and len(probing):
+        p = norm(probing)
+        pc = [c for c in ("sae_test_accuracy", "sae_top_1_test_accuracy") if c in p.columns]
+        out = out.merge(p.groupby(key, as_index=False)[pc].mean(), on=key, how="left")
+    if scr is not None and len(scr):
+        s = norm(scr).groupby(key + ["n"], as_index=False)["scr_metric"].mean()
+        out = out.merge(s.groupby(key, as_index=False)["scr_metric"].max().rename(columns={"scr_metric": "scr_best"}),
+                        on=key, how="left")
+    if tpp is not None and len(tpp):
+        t = norm(tpp).groupby(key + ["n"], as_index=False)[["tpp_total", "tpp_unintended"]].mean()
+        small = t[t.n <= 20].groupby(key, as_index=False)["tpp_unintended"].mean()
+        large = t[t.n >= 50].groupby(key, as_index=False)["tpp_total"].max()
+        out = out.merge(small.rename(columns={"tpp_unintended": "tpp_unintended_small"}), on=key, how="left")
+        out = out.merge(large.rename(columns={"tpp_total": "tpp_total_large"}), on=key, how="left")
+    return out
+
+
+def evaluate_claims(runs: pd.DataFrame, claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
+    """One row per (claim, k): vSAE and TopK means, the difference with its interval, the verdict."""
+    rows = []
+    ks = sorted(runs["k"].unique())
+    for c in claims:
+        if c.metric not in runs.columns:
+            continue
+        for i, k in enumerate(ks):
+            if c.across_k:
+                if i == 0:
+                    continue
+                a = runs.loc[(runs.architecture == "vsae") & (runs.k == k), c.metric]
+                b = runs.loc[(runs.architecture == "vsae") & (runs.k == ks[i - 1]), c.metric]
+                k_label = f"{ks[i - 1]}→{k}"
+            else:
+                a = runs.loc[(runs.architecture == "vsae") & (runs.k == k), c.metric]
+                b = runs.loc[(runs.architecture == "topk") & (runs.k == k), c.metric]
+                k_label = str(k)
+            if a.dropna().empty or b.dropna().empty:
+                continue
+            r = equivalent(a, b, c.margin) if c.expect == "equivalent" else compare(a, b, c.expect)
+            rows.append({"claim": c.text, "key": c.key, "metric": c.metric, "k": k_label, **r})
+    return pd.DataFrame(rows)
+
+
+def claims_by_k(ours_runs: pd.DataFrame, paper_runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The discussion's table: every claim per k, the paper's one-run verdict beside ours.
+
+    Columns: claim, k, paper (vSAE vs TopK), paper verdict, ours vSAE, ours TopK, difference
+    (mean ± 95% Welch half-width), ours verdict, agrees (same verdict as the paper).
+    """
+    ours = evaluate_claims(ours_runs)
+    theirs = evaluate_claims(paper_runs).set_index(["key", "k"])
+    rows = []
+    for r in ours.itertuples(index=False):
+        p = theirs.loc[(r.key, r.k)] if (r.key, r.k) in theirs.index else None
+        rows.append({
+            "claim": r.claim, "k": r.k,
+            "paper (vSAE vs TopK)": "—" if p is None else f"{p.mean_a:.{digits}f} vs {p.mean_b:.{digits}f}",
+            "paper verdict": "—" if p is None else p.verdict,
+            "ours vSAE": _ci(r.mean_a, ours_runs, r, "a", digits),
+            "ours TopK": _ci(r.mean_b, ours_runs, r, "b", digits),
+            "difference": stats.fmt(r.diff, r.half, digits),
+            "ours verdict": r.verdict,
+            "agrees": "—" if p is None else ("yes" if p.verdict == r.verdict else "no"),
+        })
+    return pd.DataFrame(rows)
+
+
+def _ci(mean, runs, r, side, digits):
+    claim = next(c for c in CLAIMS if c.key == r.key)
+    ks = str(r.k).split("→")
+    if claim.across_k:
+        k = int(ks[-1]) if side == "a" else int(ks[0])
+        arch = "vsae"
+    else:
+        k, arch = int(ks[0]), ("vsae" if side == "a" else "topk")
+    v = runs.loc[(runs.architecture == arch) & (runs.k == k), r.metric]
+    return stats.fmt(*stats.t_interval(v)[:2], digits=digits)
+
+
+def summarise(table: pd.DataFrame) -> str:
+    """Markdown sentences from a :func:`claims_by_k` table: counts per verdict, then every reversal and
+    every non-separated comparison by name, then where our verdict differs from the paper's."""
+    n = len(table)
+    counts = table["ours verdict"].value_counts()
+    lines = [f"Of **{n}** per-k comparisons, **{counts.get(HOLDS, 0)}** hold, **{counts.get(REVERSED, 0)}** are "
+             f"reversed and **{counts.get(NOT_SEPARATED, 0)}** are not separated by the seed spread (95% Welch "
+             f"interval of the difference)."]
+
+    def items(df):
+        return "; ".join(f"{r['claim']} at k = {r['k']} (vSAE {r['ours vSAE']} vs TopK {r['ours TopK']})"
+                         if "→" not in str(r["k"]) else
+                         f"{r['claim']} at k = {r['k']} ({r['ours TopK']} → {r['ours vSAE']})"
+                         for _, r in df.iterrows())
+
+    rev = table[table["ours verdict"] == REVERSED]
+    lines.append(f"* **Reversed here:** {items(rev)}." if len(rev) else "* **Reversed here:** none.")
+    ns = table[table["ours verdict"] == NOT_SEPARATED]
+    lines.append(f"* **Not separated:** {items(ns)}." if len(ns) else "* **Not separated:** none.")
+    both = table[table["agrees"] != "—"]
+    dis = both[both["agrees"] == "no"]
+    lines.append(f"* **Same verdict as the paper's single run:** {len(both) - len(dis)} of {len(both)} comparisons the "
+                 f"paper also reports" + (f"; different: " + "; ".join(f"{r['claim']} at k = {r['k']} (paper "
+                                                                        f"{r['paper verdict']}, ours {r['ours verdict']})"
+                                                                        for _, r in dis.iterrows()) + "."
+                                          if len(dis) else "."))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Mechanism: what the controls say about feature death
+# --------------------------------------------------------------------------------------------
+
+
+def monotone(values: Sequence[float], tol: float = 0.0) -> str:
+    """``"falling"``, ``"rising"`` or ``"non-monotone"`` (steps within ``tol`` count as flat)."""
+    d = np.diff(np.asarray(values, dtype=float))
+    if np.all(d <= tol):
+        return "falling"
+    if np.all(d >= -tol):
+        return "rising"
+    return "non-monotone"
+
+
+def kl_attribution(topk_alive: float, vsae_alive: float, vsae_no_kl_alive: float) -> dict:
+    """How much of the TopK-vSAE alive-fraction gap the KL term accounts for at one budget.
+
+    ``gap = topk - vsae``; removing the KL term (weight 0, all else the vSAE recipe) recovers
+    ``vsae_no_kl - vsae`` of it. Returns ``gap``, ``kl_part`` and ``rest_part`` as fractions of the gap
+    (``rest``: the death that remains without any KL term, from the recipe's other differences).
+    """
+    gap = topk_alive - vsae_alive
+    if not np.isfinite(gap) or abs(gap) < 1e-12:
+        return {"gap": gap, "kl_part": np.nan, "rest_part": np.nan}
+    kl = (vsae_no_kl_alive - vsae_alive) / gap
+    return {"gap": float(gap), "kl_part": float(kl), "rest_part": float(1 - kl)}
+
+
+def mechanism_sentence(topk_alive: float, vsae_alive: float, vsae_no_kl_alive: float, sweep_alive: Sequence[float],
+                       sweep_weights: Sequence[float], budget: str) -> str:
+    """The book's one statement on what kills the vSAE's features, computed from the KL-weight controls."""
+    att = kl_attribution(topk_alive, vsae_alive, vsae_no_kl_alive)
+    shape = monotone(sweep_alive, tol=0.01)
+    seq = ", ".join(f"{a:.2f} (weight {w:g})" for w, a in zip(sweep_weights, sweep_alive))
+    if not np.isfinite(att["kl_part"]):
+        return f"At {budget}, TopK and the vSAE keep the same fraction of latents alive: there is no death to attribute."
+    main = "most" if att["kl_part"] > 0.5 else ("about half" if att["kl_part"] > 0.4 else "a minority")
+    return (f"At {budget}, the TopK SAE keeps {topk_alive:.3f} of its latents alive and the vSAE {vsae_alive:.3f}. "
+            f"A vSAE with **no KL term** keeps {vsae_no_kl_alive:.3f}: removing the KL term closes "
+            f"{att['kl_part']:.0%} of the gap, so the KL term accounts for {main} of the death at this budget and "
+            f"{att['rest_part']:.0%} of it is there without any KL term (from the vSAE recipe's other differences "
+            f"from TopK: learning rate, decoder constraint, initialisation, no b_dec subtraction). Across KL weights "
+            f"the alive fraction is {seq}: {'it falls as the weight grows' if shape == 'falling' else 'not a monotone function of the weight' if shape == 'non-monotone' else 'it rises with the weight'}. "
+            f"These are single runs at the main seed.")
+
+
+def single_run_effect(a: float, b: float, noise_half: float, expect: str = "greater") -> str:
+    """Verdict for two single runs (a control against its reference), with the headline seed
+    interval ``noise_half`` of the same metric as the noise scale (:data:`SINGLE_RUN_NOISE_FACTOR`)."""
+    return compare([a], [b], expect, noise=SINGLE_RUN_NOISE_FACTOR * (noise_half if np.isfinite(noise_half) else 0.0))["verdict"]
