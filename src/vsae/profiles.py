@@ -111,25 +111,27 @@ PROFILES: dict[str, Profile] = {
         #     position 0 is ~750 vs ~100 at layers 2-8 (a quarter of the squared norm) and ~23,000
         #     vs ~150 from layer 11 on (99% of it: it would set the paper's norm factor alone);
         #     only layers 9-10 are clean (pos0 165 vs 139 at layer 9, 1% of the squared norm);
-        # (2) speed: the bridge harvests layer 9 at ~4,000 tok/s in bfloat16 but ~1,900 in float32
-        #     on 2 quiet cores, so the ~1.5M tokens of this profile take ~6 min (bf16) vs ~13 (fp32).
-        # bfloat16 changes activations by ~1.5% (relative) and the clean CE loss by < 0.001 nats
-        # (4.4485 vs 4.4490 nats/token on offline eval text); harvest and CE scoring both use it, so
-        # one path and dtype throughout (benchmarks/harvest_throughput.py; lm.logits returns fp32).
+        # (2) speed: the bridge harvests layer 9 at ~1,600 tok/s in float32 on 2 cores. The profile
+        #     ran in bfloat16 until the book moved to AVX2-only machines, where a bf16 matmul runs at
+        #     ~1 GFLOP/s against ~30-60 for fp32 (measured 2026-12-02: harvesting fell to ~95 tok/s),
+        #     so the LM, its activations and the CE scoring are float32 throughout.
         layer=9,
         train_corpus="offline",
         eval_corpus="offline",
         # 1,500 steps of the paper's 192-token batches (the paper: 10,001), for three seeds of all
         # eight runs: training the 24 SAEs is ~40% of the offline book's 90-minute budget
         n_train_tokens=1500 * 192,
-        n_eval_tokens=32_768,
-        n_ce_contexts=64,
+        # evaluation sizes chosen against measured noise (chapter 4): fraction alive on 10x the
+        # tokens it was first counted on (its curve against eval tokens shows the saturation), CE/KL
+        # on 128 contexts (their bootstrap interval is reported beside the seed interval)
+        n_eval_tokens=327_680,
+        n_ce_contexts=128,
         expansion=8,
         probe_tasks="offline",
         n_probe_train=600,
         n_probe_test=300,
         n_latent_tokens=20_000,
-        lm_dtype="bfloat16",
+        lm_dtype="float32",
         synthetic_steps=150,
     ),
     # Seconds-scale plumbing check on the exact Pythia architecture with random weights (never a result).
