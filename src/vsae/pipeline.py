@@ -154,6 +154,31 @@ class Experiment:
         }
         return groups
 
+    def showcase_k(self) -> int:
+        """The one k single-k chapters and controls use: 256 (the paper's feature chapter) when the
+        profile has it, else its middle k."""
+        ks = sorted(self.profile.k_values)
+        return 256 if 256 in ks else ks[len(ks) // 2]
+
+    def beyond(self, budget_fraction: float = 0.25, k: int | None = None):
+        """The "beyond the paper" runs at :meth:`showcase_k`: ``(k, groups, unique variants, summary)``
+        (summary: :meth:`variant_summary` of every distinct run; trains and evaluates what is missing)."""
+        k = self.showcase_k() if k is None else int(k)
+        groups = self.beyond_variants(k, budget_fraction=budget_fraction)
+        unique = list({self.sae_dir(v): v for g in groups.values() for v in g}.values())
+        return k, groups, unique, self.variant_summary(unique)
+
+    def mechanism(self, budget_fraction: float = 0.25) -> str:
+        """The book's computed statement on what kills the vSAE's features (from the KL-weight sweep
+        and the TopK run of :meth:`beyond`)."""
+        from .verdicts import mechanism_from_runs
+
+        k, groups, unique, summary = self.beyond(budget_fraction)
+        steps = self.train_config(**unique[0].train_overrides).steps
+        budget = f"k = {k} and {steps:,} training steps ({budget_fraction:.0%} of the headline budget)"
+        return mechanism_from_runs(summary, groups["control"][0].name, [v.name for v in groups["kl_sweep"]],
+                                   self.profile.kl_coeff, budget)
+
     def _sae_key_cfg(self, v: Variant) -> dict:
         p = self.profile
         return {

@@ -123,9 +123,9 @@ PROFILES: dict[str, Profile] = {
         n_train_tokens=1500 * 192,
         # evaluation sizes chosen against measured noise (chapter 4): fraction alive on 10x the
         # tokens it was first counted on (its curve against eval tokens shows the saturation), CE/KL
-        # on 128 contexts (their bootstrap interval is reported beside the seed interval)
+        # on 64 contexts (their bootstrap interval is reported beside the seed interval, chapter 4)
         n_eval_tokens=327_680,
-        n_ce_contexts=128,
+        n_ce_contexts=64,
         expansion=8,
         probe_tasks="offline",
         n_probe_train=600,
