@@ -40,7 +40,7 @@ seeds = None
 import pandas as pd
 from IPython.display import Markdown, display
 
-from vsae import chapter, paper, plotting, stats
+from vsae import chapter, paper, plotting, stats, verdicts
 from vsae.evals.probing import summarise_sparse_probing
 
 ex, params, timer = chapter.start("05_sparse_probing", globals())
@@ -66,7 +66,7 @@ cols = ["sae_test_accuracy", "preservation", "sae_top_1_test_accuracy", "top_1_p
         "sae_top_2_test_accuracy", "top_2_preservation", "sae_top_5_test_accuracy", "top_5_preservation"]
 
 # %% tags=["nbval-check-output"]
-stats.metrics_ci_table(summary, "run", cols)
+stats.runs_ci_table(summary, "run", cols)
 
 # %% [markdown]
 # The paper's table (Pythia-70M, SAE Bench datasets), from `data/paper_results.csv`:
@@ -103,18 +103,18 @@ top1 = probing[(probing.dataset != "ALL") & (probing.k == 1)]
 top1 = top1.assign(run=top1.architecture.map(paper.ARCH_LABEL) + " k=" + top1.sae_k.astype(str))
 top1.pivot_table(index="task", columns="run", values="accuracy")[list(summary.run.unique())].round(3)
 
+# %% [markdown]
+# The paper's probing claims, per $k$ (the verdict engine of chapter 10: 95% Welch interval of the
+# vSAE − TopK difference over seeds; "comparable" means within ±0.03 accuracy):
+
+# %% tags=["nbval-check-output"]
+core = ex.core(variants)["metrics"]
+runs = verdicts.run_table(core, summary)
+probe_claims = verdicts.claims_by_k(runs, verdicts.run_table(**paper.run_tables()), keys=["probe", "probe1"])
+probe_claims
+
 # %%
-by_arch = summary.groupby("architecture")[["sae_test_accuracy", "sae_top_1_test_accuracy", "top_1_preservation"]].mean()
-# the top-1 gap per seed (vSAE minus TopK, averaged over k): its interval says whether the sign is settled
-gap = (summary.pivot_table(index="seed", columns="architecture", values="sae_top_1_test_accuracy")
-       .pipe(lambda w: w["vsae"] - w["topk"]))
-g_mean, g_half, g_n = stats.t_interval(gap)
-display(Markdown(
-    f"Averaged over k and seeds, the vSAE's top-1 accuracy is {by_arch.loc['vsae', 'sae_top_1_test_accuracy']:.3f} against "
-    f"TopK's {by_arch.loc['topk', 'sae_top_1_test_accuracy']:.3f} (difference {stats.fmt(g_mean, g_half, 3)} over {g_n} seeds: "
-    f"{'its sign is settled by the seeds' if g_n > 1 and abs(g_mean) > g_half else 'within the seed spread'}), and its "
-    f"all-latent accuracy {by_arch.loc['vsae', 'sae_test_accuracy']:.3f} against {by_arch.loc['topk', 'sae_test_accuracy']:.3f}. "
-    f"The paper found the two comparable, with the vSAE's top-1 accuracy higher at k ≤ 256."))
+display(Markdown(verdicts.summarise(probe_claims)))
 
 # %%
 print(f"chapter 05 done in {timer.finish():.1f} s")

@@ -44,7 +44,8 @@ seeds = None
 import pandas as pd
 from IPython.display import Markdown, display
 
-from vsae import chapter, paper, plotting, stats
+from vsae import chapter, paper, plotting, stats, verdicts
+from vsae.evals.scr_tpp import scr_saebench
 
 ex, params, timer = chapter.start("06_scr", globals())
 
@@ -53,7 +54,7 @@ tasks = ex.tasks()
 tasks[tasks.kind == "scr"][["task", "classes", "n_train", "n_test", "description"]]
 
 # %%
-variants = [v for v in ex.seed_variants() if v.model_cfg.k in sorted(ex.profile.k_values)[-2:]]
+variants = [v for v in ex.seed_variants() if v.k in sorted(ex.profile.k_values)[-2:]]
 scr = ex.scr(variants)
 scr["run"] = scr.architecture.map(paper.ARCH_LABEL) + " k=" + scr.sae_k.astype(str)
 checks = scr[scr.pair != "ALL"].groupby("pair")[["target_probe_acc", "spurious_probe_acc", "biased_probe_acc",
@@ -64,10 +65,25 @@ checks.round(3)
 # %% [markdown]
 # ## Results
 #
-# As in the paper, the two largest $k$ (the paper: 256 and 512). SCR metric against $N$, averaged over
-# the valid pairs; mean ± 95% t-interval over the SAE seeds:
+# As in the paper, the two largest $k$ (the paper: 256 and 512). Two aggregations over the pairs:
+#
+# * **SAE Bench's** (the rule behind the paper's numbers): every pair counts; a direction whose
+#   denominator $A_{oracle} - A_{biased}$ is below 0.001 scores $S = 0$; the direction is the one whose
+#   biased accuracy is lower (their mean on a tie). This is the one set beside the paper.
+# * **Valid pairs only** (this book's stricter reading): pairs whose oracle does not beat the biased
+#   probe by 0.05 are dropped, since their $S$ divides by a near-zero margin.
+#
+# SCR metric against $N$ under SAE Bench's aggregation, mean ± 95% t-interval over the SAE seeds:
 
 # %% tags=["nbval-check-output"]
+scr_sb = scr_saebench(scr)
+scr_sb_all = scr_sb[scr_sb.pair == "ALL"]
+stats.ci_table(scr_sb_all, "n", "run", "scr_metric")
+
+# %% [markdown]
+# Over the valid pairs only:
+
+# %%
 scr_all = scr[scr.pair == "ALL"]
 stats.ci_table(scr_all, "n", "run", "scr_metric")
 
@@ -82,12 +98,12 @@ ps.pivot(index="n_ablated", columns="sae", values="value").round(4)
 # %% [markdown]
 # ## Figure
 #
-# The metric, both directions and a heatmap (seed means; shaded: 95% t-intervals); dotted open markers
-# are the paper's values.
+# The metric, both directions and a heatmap under SAE Bench's aggregation (seed means; shaded: 95%
+# t-intervals); dotted open markers are the paper's values.
 
 # %%
 plotting.setup()
-fig = plotting.scr_1x4(scr_all, paper=ps)
+fig = plotting.scr_1x4(scr_sb_all, paper=ps)
 plotting.savefig(fig, "scr")
 
 # %% [markdown]
@@ -96,19 +112,15 @@ plotting.savefig(fig, "scr")
 # %%
 scr[scr.pair != "ALL"].pivot_table(index=["pair", "n"], columns="run", values=["scr_dir1", "scr_dir2"]).round(3)
 
+# %% [markdown]
+# The paper's SCR claim, per $k$ (the verdict engine of chapter 10: best SCR metric over $N$ of each
+# seed, SAE Bench's aggregation, 95% Welch interval of the vSAE − TopK difference):
+
 # %%
-# best point of each architecture's seed-mean curve, and each seed's own best (its spread)
-arch_best = scr_all.groupby(["architecture", "sae_k", "n"])["scr_metric"].mean().groupby("architecture").max()
-seed_best = scr_all.groupby(["architecture", "seed"])["scr_metric"].max()
-ci = {a: stats.fmt(*stats.t_interval(seed_best[a])[:2], digits=3) for a in seed_best.index.get_level_values(0).unique()}
-pbest = ps.loc[ps.groupby("architecture")["value"].idxmax()].set_index("architecture")
-display(Markdown(
-    f"Best SCR metric over N and k of the seed-mean curves: vSAE {arch_best.get('vsae', float('nan')):.3f}, TopK "
-    f"{arch_best.get('topk', float('nan')):.3f}; each seed's best (mean ± 95% interval): vSAE {ci.get('vsae')}, "
-    f"TopK {ci.get('topk')}, {'separated' if stats.interval_separated(seed_best['vsae'], seed_best['topk']) else 'not separated'} "
-    f"by the seed spread. The paper's: vSAE {pbest.loc['vsae', 'value']:.3f} (k={pbest.loc['vsae', 'k']}, "
-    f"N={pbest.loc['vsae', 'n_ablated']}), TopK {pbest.loc['topk', 'value']:.3f} (k={pbest.loc['topk', 'k']}, "
-    f"N={pbest.loc['topk', 'n_ablated']})."))
+core = ex.core(variants)["metrics"]
+runs = verdicts.run_table(core, scr=scr_sb_all)
+theirs = verdicts.run_table(**paper.run_tables())
+verdicts.claims_by_k(runs, theirs, keys=["scr"])
 
 # %%
 print(f"chapter 06 done in {timer.finish():.1f} s")

@@ -37,7 +37,8 @@ seeds = None
 import pandas as pd
 from IPython.display import Markdown, display
 
-from vsae import chapter, paper, plotting, stats
+from vsae import chapter, paper, plotting, stats, verdicts
+from vsae.evals.scr_tpp import tpp_unintended_ratio
 
 ex, params, timer = chapter.start("07_tpp", globals())
 
@@ -46,7 +47,7 @@ tasks = ex.tasks()
 tasks[tasks.kind == "tpp"][["task", "classes", "n_train", "n_test", "description"]]
 
 # %%
-variants = [v for v in ex.seed_variants() if v.model_cfg.k in sorted(ex.profile.k_values)[-2:]]
+variants = [v for v in ex.seed_variants() if v.k in sorted(ex.profile.k_values)[-2:]]
 tpp = ex.tpp(variants)
 tpp["run"] = tpp.architecture.map(paper.ARCH_LABEL) + " k=" + tpp.sae_k.astype(str)
 tpp_all = tpp[(tpp.dataset == "ALL") & (tpp["class"] == "ALL")]
@@ -58,8 +59,7 @@ tpp_all = tpp[(tpp.dataset == "ALL") & (tpp["class"] == "ALL")]
 # largest $k$ (the paper: 256 and 512); mean ± 95% t-interval over the SAE seeds:
 
 # %% tags=["nbval-check-output"]
-pd.concat({m: stats.ci_table(tpp_all, "n", "run", m) for m in ("tpp_total", "tpp_intended", "tpp_unintended")},
-          axis=1).reorder_levels([1, 0], axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+stats.runs_ci_table(tpp_all, ["run", "n"], ["tpp_total", "tpp_intended", "tpp_unintended"])
 
 # %% [markdown]
 # The paper's table (Pythia-70M):
@@ -89,19 +89,31 @@ n_show = 20 if 20 in set(tpp["n"]) else sorted(tpp["n"].unique())[len(tpp["n"].u
 tpp[(tpp["class"] != "ALL") & (tpp.dataset != "ALL") & (tpp.n == n_show)].pivot_table(
     index="class", columns="run", values="tpp_total").round(3)
 
+# %% [markdown]
+# ## The paper's claims, per k
+#
+# The unintended-effect ratio computed the paper's way on both sides: mean TopK unintended effect over
+# $N \le 20$ divided by the vSAE's (a ratio of means), for each $k$ and over both. The verdicts come from
+# the engine of chapter 10 (per-seed values, 95% Welch interval of vSAE − TopK).
+
 # %%
-u = tpp_all.groupby(["architecture", "n"])["tpp_unintended"].mean().unstack(0)
-small = [n for n in u.index if n <= 20]
-ratio = (u.loc[small, "topk"] / u.loc[small, "vsae"].where(u.loc[small, "vsae"].abs() > 1e-9)).mean()
-pu = pt[(pt.metric == "tpp_unintended") & (pt.n_ablated <= 20)].groupby("architecture")["value"].mean()
-# per seed: mean unintended effect over N <= 20 and both k
-per_seed = tpp_all[tpp_all.n <= 20].groupby(["architecture", "seed"])["tpp_unintended"].mean()
-ci = {a: stats.fmt(*stats.t_interval(per_seed[a])[:2], digits=4) for a in ("topk", "vsae")}
-display(Markdown(
-    f"For N ≤ 20 the TopK SAEs' unintended effect is on average {ratio:.1f}× the vSAE's here; in the paper it is "
-    f"{pu['topk'] / pu['vsae']:.1f}× (mean over N ≤ 20 and k ∈ {{256, 512}}). Per seed, the mean unintended effect is "
-    f"TopK {ci['topk']} and vSAE {ci['vsae']} (95% intervals): "
-    f"{'the seeds separate them' if stats.interval_separated(per_seed['topk'], per_seed['vsae']) else 'the seed spread does not separate them'}."))
+pt_k = pt.rename(columns={"n_ablated": "n"}).pivot_table(index=["architecture", "k", "n"], columns="metric",
+                                                          values="value").reset_index()
+ours_k = tpp_all.assign(k=tpp_all.sae_k)
+ks = sorted(ours_k.k.unique())
+pd.DataFrame([{"k": str(k) if k is not None else "both", "ours": tpp_unintended_ratio(ours_k, ks=None if k is None else [k]),
+               "paper": tpp_unintended_ratio(pt_k, ks=None if k is None else [k])} for k in ks + [None]]
+             ).set_index("k").round(2).rename(columns={"ours": f"ours ({ex.profile.name})", "paper": "paper (Pythia-70M)"})
+
+# %% tags=["nbval-check-output"]
+core = ex.core(variants)["metrics"]
+runs = verdicts.run_table(core, tpp=tpp_all)
+theirs = verdicts.run_table(**paper.run_tables())
+tpp_claims = verdicts.claims_by_k(runs, theirs, keys=["tpp_u", "tpp_t"])
+tpp_claims
+
+# %%
+display(Markdown(verdicts.summarise(tpp_claims)))
 
 # %%
 print(f"chapter 07 done in {timer.finish():.1f} s")

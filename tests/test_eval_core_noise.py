@@ -120,3 +120,20 @@ def test_evaluate_core_reports_noise(pythia):
     assert set(res.noise.metric) >= {"ce_loss_score", "kl_div_score", "explained_variance"}
     assert (res.noise.boot_se >= 0).all()
     assert "first_fire" in res.density.columns
+
+
+def test_noise_vs_seeds_and_saturation():
+    metrics = pd.DataFrame({"sae": ["a1", "a2", "a3"], "run": ["A"] * 3, "ce_loss_score": [0.90, 0.91, 0.92]})
+    noise = pd.DataFrame({"sae": ["a1", "a2", "a3"], "metric": ["ce_loss_score"] * 3, "boot_half": [0.001, 0.002, 0.003]})
+    t = core.noise_vs_seeds(metrics, noise, scores=("ce_loss_score",)).iloc[0]
+    # seed half-width: t_{0.975,2} * 0.01 / sqrt(3) = 0.02484
+    assert t["seed_half"] == pytest.approx(4.302653 * 0.01 / 3 ** 0.5, rel=1e-5)
+    assert t["eval_half"] == pytest.approx(0.002) and t["ratio"] == pytest.approx(0.002 / t["seed_half"])
+    flat = pd.DataFrame({"tokens": [1, 10, 100, 1000], "frac_alive": [0.1, 0.5, 0.8, 0.8]})
+    assert core.saturation(flat) == pytest.approx(0.0)
+    growing = pd.DataFrame({"tokens": [250, 500, 1000], "frac_alive": [0.2, 0.4, 0.8]})
+    assert core.saturation(growing) == pytest.approx(0.5)
+    from vsae import verdicts
+    assert "every count has saturated" in verdicts.saturation_sentence({"A": 0.0})
+    assert "lower bound" in verdicts.saturation_sentence({"A": 0.0, "B": 0.5})
+    assert "1 of 1 runs" in verdicts.noise_sentence(core.noise_vs_seeds(metrics, noise, scores=("ce_loss_score",)))

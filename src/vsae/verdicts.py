@@ -213,14 +213,17 @@ def evaluate_claims(runs: pd.DataFrame, claims: Sequence[Claim] = CLAIMS, noise:
     return pd.DataFrame(rows)
 
 
-def claims_by_k(ours_runs: pd.DataFrame, paper_runs: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+def claims_by_k(ours_runs: pd.DataFrame, paper_runs: pd.DataFrame, digits: int = 3,
+                keys: Sequence[str] | None = None) -> pd.DataFrame:
     """The discussion's table: every claim per k, the paper's one-run verdict beside ours.
 
     Columns: claim, k, paper (vSAE vs TopK), paper verdict, ours vSAE, ours TopK, difference
-    (mean ± 95% Welch half-width), ours verdict, agrees (same verdict as the paper).
+    (mean ± 95% Welch half-width), ours verdict, agrees (same verdict as the paper). ``keys``
+    restricts it to some claims (:data:`CLAIMS` keys).
     """
-    ours = evaluate_claims(ours_runs)
-    theirs = evaluate_claims(paper_runs, noise=PAPER_NOISE).set_index(["key", "k"])
+    claims = [c for c in CLAIMS if keys is None or c.key in keys]
+    ours = evaluate_claims(ours_runs, claims)
+    theirs = evaluate_claims(paper_runs, claims, noise=PAPER_NOISE).set_index(["key", "k"])
     rows = []
     for r in ours.itertuples(index=False):
         p = theirs.loc[(r.key, r.k)] if (r.key, r.k) in theirs.index else None
@@ -345,3 +348,134 @@ def single_run_effect(a: float, b: float, noise_half: float, expect: str = "grea
     """Verdict for two single runs (a control against its reference), with the headline seed
     interval ``noise_half`` of the same metric as the noise scale (:data:`SINGLE_RUN_NOISE_FACTOR`)."""
     return compare([a], [b], expect, noise=SINGLE_RUN_NOISE_FACTOR * (noise_half if np.isfinite(noise_half) else 0.0))["verdict"]
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation sizes and score bounds (chapter 4)
+# --------------------------------------------------------------------------------------------
+
+#: eval noise is "well below" seed noise when its 95% half-width is under a third of the seed interval's
+EVAL_NOISE_FRACTION = 1 / 3
+#: the alive count has saturated when the last doubling of evaluation tokens adds under 1% of it
+SATURATION_TOLERANCE = 0.01
+
+
+def noise_sentence(table: pd.DataFrame) -> str:
+    """From :func:`vsae.evals.core.noise_vs_seeds`: how often the evaluation noise is below a third of
+    the seed interval, per score, and the worst case."""
+    t = table[np.isfinite(table["ratio"])]
+    if t.empty:
+        return "No seed interval to compare the evaluation noise with (one seed)."
+    parts = []
+    for m, g in t.groupby("metric", sort=False):
+        ok = int((g["ratio"] < EVAL_NOISE_FRACTION).sum())
+        parts.append(f"{m}: {ok} of {len(g)} runs (median ratio {g['ratio'].median():.2f})")
+    worst = t.loc[t["ratio"].idxmax()]
+    first = t.columns[0]
+    return (f"Evaluation noise (bootstrap 95% half-width) is below {EVAL_NOISE_FRACTION:.2g} of the seed "
+            f"interval for — " + "; ".join(parts) + f". The worst case is {worst['metric']} of {worst[first]} "
+            f"(evaluation {worst['eval_half']:.2g} vs seeds {worst['seed_half']:.2g}). Where the ratio is not "
+            f"small, differences below the evaluation noise are not read as results.")
+
+
+def saturation_sentence(values: dict[str, float]) -> str:
+    """``values``: run -> :func:`vsae.evals.core.saturation`. Whether every alive count has saturated."""
+    v = {k: x for k, x in values.items() if np.isfinite(x)}
+    if not v:
+        return "No alive-fraction curve to judge."
+    bad = {k: x for k, x in v.items() if x >= SATURATION_TOLERANCE}
+    worst = max(v, key=v.get)
+    head = (f"The last doubling of evaluation tokens adds at most {v[worst]:.1%} to any run's alive count "
+            f"({worst})")
+    if not bad:
+        return head + f": every count has saturated (below {SATURATION_TOLERANCE:.0%})."
+    return (head + f"; {len(bad)} of {len(v)} runs still grow by {SATURATION_TOLERANCE:.0%} or more "
+            f"({', '.join(sorted(bad))}): their fraction alive is a lower bound.")
+
+
+def score_bounds_sentence(metrics: pd.DataFrame) -> str:
+    """Where our CE-loss and KL scores lie against [0, 1] (the paper reports 1.0294 and -1)."""
+    lo, hi = metrics["ce_loss_score"].min(), metrics["ce_loss_score"].max()
+    kl_lo, kl_hi = metrics["kl_div_score"].min(), metrics["kl_div_score"].max()
+    notes = []
+    if hi > 1:
+        top = metrics.loc[metrics["ce_loss_score"].idxmax()]
+        notes.append(f"the largest CE-loss score exceeds 1 by {hi - 1:.4f} ({top['sae']}: its reconstruction changes "
+                     f"the CE loss by {top['ce_loss_with_sae'] - top['ce_loss_without_sae']:+.4f} nats), against the "
+                     f"paper's 0.0294")
+    if lo < 0 or kl_lo < 0 or kl_hi > 1:
+        notes.append("some scores fall outside [0, 1] (see the table above)")
+    return (f"Over all {len(metrics)} SAEs, our CE-loss scores lie in [{lo:.4f}, {hi:.4f}] and our KL scores in "
+            f"[{kl_lo:.4f}, {kl_hi:.4f}]: " + ("; ".join(notes) or "all within [0, 1]") + ".")
+
+
+# --------------------------------------------------------------------------------------------
+# Single-run controls (chapter 11)
+# --------------------------------------------------------------------------------------------
+
+
+def control_table(summary: pd.DataFrame, reference: str, others: Sequence[str], metrics: Sequence[str],
+                  noise: dict[str, float]) -> pd.DataFrame:
+    """Each control against its reference run, per metric: values, difference and a verdict.
+
+    ``summary``: one row per run (``sae`` and the metrics); ``noise``: metric -> the 95% seed
+    half-width of the headline runs at the same k (the noise scale of one run; see
+    :func:`single_run_effect`). ``verdict`` is ``higher`` / ``lower`` (the control against the
+    reference) or ``not separated`` when the difference is within
+    :data:`SINGLE_RUN_NOISE_FACTOR` × that half-width.
+    """
+    S = summary.set_index("sae")
+    rows = []
+    for o in others:
+        for m in metrics:
+            a, b = float(S.loc[o, m]), float(S.loc[reference, m])
+            n = noise.get(m, float("nan"))
+            v = single_run_effect(a, b, n, "greater")
+            rows.append({"control": o, "reference": reference, "metric": m, "control value": a, "reference value": b,
+                         "difference": a - b, "noise (seed half-width)": n,
+                         "verdict": {HOLDS: "higher", REVERSED: "lower"}.get(v, NOT_SEPARATED)})
+    return pd.DataFrame(rows)
+
+
+def control_sentence(table: pd.DataFrame) -> str:
+    """One line per control from :func:`control_table`: which metrics move, and which stay put."""
+    lines = []
+    for (ctrl, ref), g in table.groupby(["control", "reference"], sort=False):
+        moved = [f"{r['metric']} {r['verdict']} ({r['control value']:.3f} vs {r['reference value']:.3f})"
+                 for _, r in g.iterrows() if r["verdict"] != NOT_SEPARATED]
+        same = [r["metric"] for _, r in g.iterrows() if r["verdict"] == NOT_SEPARATED]
+        lines.append(f"* **{ctrl}** against {ref}: " + ("; ".join(moved) if moved else "no metric moves beyond the noise")
+                     + (f"; within the noise: {', '.join(same)}" if same else "") + ".")
+    return "\n".join(lines)
+
+
+def closer_to(value: float, a: float, b: float, labels: tuple[str, str]) -> str:
+    """Which of two reference values ``value`` is closer to (``"neither"`` on a tie)."""
+    da, db = abs(value - a), abs(value - b)
+    return labels[0] if da < db else labels[1] if db < da else "neither"
+
+
+def auxk_sentence(peak_dead: float, final_dead: float, alive_off: float, alive_on: float) -> str:
+    """Whether the TopK baseline's AuxK had anything to revive (``peak_dead``: largest logged dead fraction)."""
+    if peak_dead > 0:
+        return (f"With the reachable threshold up to {peak_dead:.1%} of the latents were dead at a logged step and AuxK "
+                f"trained them ({final_dead:.1%} dead at the end); fraction alive {alive_off:.3f} without effective "
+                f"AuxK, {alive_on:.3f} with it.")
+    same = "identical" if abs(alive_on - alive_off) < 1e-12 else "different"
+    return (f"Even with the reachable threshold no latent of the TopK SAE stays silent that long (0 dead at every "
+            f"logged step), so AuxK never has anything to revive and the two runs are {same} (fraction alive "
+            f"{alive_off:.3f} and {alive_on:.3f}): at this budget the paper's baseline loses nothing to its "
+            f"unreachable dead threshold.")
+
+
+def seed_lines(seeds: pd.DataFrame, metrics: Sequence[str], expect: dict[str, str] | None = None) -> str:
+    """Per metric, the headline vSAE against TopK over seeds with the verdict of :func:`compare`."""
+    lines = []
+    for m in metrics:
+        a = seeds.loc[seeds.architecture == "vsae", m]
+        b = seeds.loc[seeds.architecture == "topk", m]
+        r = compare(a, b, (expect or {}).get(m, "greater"))
+        sep = "separated" if r["verdict"] != NOT_SEPARATED else "not separated"
+        lines.append(f"* {m}: vSAE {stats.fmt(*stats.t_interval(a)[:2])}, TopK {stats.fmt(*stats.t_interval(b)[:2])}; "
+                     f"difference {stats.fmt(r['diff'], r['half'])}: **{sep}** by the seed spread (95% Welch).")
+    return "\n".join(lines)

@@ -619,3 +619,52 @@ def evaluate_core(
             n_blocks=b["n_contexts"]).to_dict("records")]
     noise_df = pd.DataFrame(noise, columns=["sae", "source", "metric", "boot_se", "boot_half", "n_blocks", "n_boot"])
     return CoreResult(pd.DataFrame(rows), density, noise_df)
+
+
+def noise_vs_seeds(metrics: pd.DataFrame, noise: pd.DataFrame, by: str = "run",
+                   scores: tuple[str, ...] = ("explained_variance", "explained_variance_saebench", "cossim",
+                                              "ce_loss_score", "kl_div_score")) -> pd.DataFrame:
+    """Evaluation noise beside seed noise, one row per (group ``by``, score).
+
+    ``metrics``: one row per SAE (columns ``sae``, ``by``, the scores); ``noise``: the ``noise`` table
+    of :func:`evaluate_core`. ``seed_half``: the 95% t-interval half-width over the group's seeds;
+    ``eval_half``: the mean over its SAEs of the bootstrap half-width; ``ratio = eval_half / seed_half``.
+    """
+    from ..stats import t_interval
+
+    rows = []
+    nz = noise.set_index(["sae", "metric"])["boot_half"]
+    for key, g in metrics.groupby(by, sort=False):
+        for m in scores:
+            if m not in g.columns:
+                continue
+            _, seed_half, n = t_interval(g[m])
+            ev = [nz.get((s, m), np.nan) for s in g["sae"]]
+            eval_half = float(np.nanmean(ev)) if np.isfinite(ev).any() else float("nan")
+            rows.append({by: key, "metric": m, "seed_half": seed_half, "eval_half": eval_half,
+                         "ratio": eval_half / seed_half if seed_half and np.isfinite(seed_half) else float("nan"),
+                         "n_seeds": n})
+    return pd.DataFrame(rows)
+
+
+def saturation(curve: pd.DataFrame) -> float:
+    """Relative growth of the alive count over the last doubling of evaluation tokens (0: saturated).
+
+    ``curve``: :func:`alive_curve`'s table. ``(alive(T) - alive(T/2)) / alive(T)`` with ``alive(T/2)``
+    interpolated on the log-token axis.
+    """
+    t, a = curve["tokens"].to_numpy(float), curve["frac_alive"].to_numpy(float)
+    if len(t) < 2 or a[-1] <= 0:
+        return float("nan")
+    half = np.interp(np.log(t[-1] / 2), np.log(t), a)
+    return float((a[-1] - half) / a[-1])
+
+
+def alive_curves(metrics: pd.DataFrame, density: pd.DataFrame, label: str = "run", seed: int | None = None,
+                 points: int = 24) -> dict[str, pd.DataFrame]:
+    """:func:`alive_curve` of every SAE in ``metrics`` (of one ``seed`` when given), keyed by its
+    ``label`` column; ``density`` is the core eval's long table with ``first_fire``."""
+    m = metrics if seed is None else metrics[metrics["seed"] == seed]
+    m = m.set_index("sae")
+    ff = {s: g["first_fire"].to_numpy() for s, g in density.groupby("sae", sort=False)}
+    return {m.loc[s, label]: alive_curve(ff[s], int(m.loc[s, "n_tokens"]), points) for s in m.index if s in ff}
