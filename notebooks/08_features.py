@@ -47,9 +47,8 @@ ex, params, timer = chapter.start("08_features", globals(), {
 steps = ex.profile.synthetic_steps if synthetic_steps is None else synthetic_steps
 
 # %%
-ks = sorted(ex.profile.k_values)
-k_show = 256 if 256 in ks else ks[len(ks) // 2]
-va, vb = [v for v in ex.headline_variants() if v.model_cfg.k == k_show]
+k_show = ex.showcase_k()
+va, vb = [v for v in ex.headline_variants() if v.k == k_show]
 saes = ex.train([va, vb])
 acts = ex.eval_acts
 stats = {v.name: interp.latent_stats(saes[v.name], acts) for v in (va, vb)}

@@ -48,10 +48,9 @@ ex, params, timer = chapter.start("09_latent_space", globals(), {
 n_tok = n_tokens or ex.profile.n_latent_tokens
 
 # %%
-ks = sorted(ex.profile.k_values)
-k_show = 256 if 256 in ks else ks[len(ks) // 2]
+k_show = ex.showcase_k()
 variants = ex.headline_variants()
-pair = [v for v in variants if v.model_cfg.k == k_show]
+pair = [v for v in variants if v.k == k_show]
 saes = ex.train(pair)
 arch_of = {v.name: v.architecture for v in variants}
 samples = {v.name: latent.collect_codes(saes[v.name], ex.eval_acts, n_tokens=n_tok, seed=ex.profile.seed) for v in pair}
@@ -63,6 +62,7 @@ pd.DataFrame({n: {"tokens": len(s.token_index), "latents active on >1% of tokens
 
 # %%
 emb = {n: latent.token_tsne(s, seed=ex.profile.seed) for n, s in samples.items()}
+emb = {n: e.assign(source=latent.token_sources(ex.eval_acts, e["token_index"])) for n, e in emb.items()}
 plotting.setup()
 fig = plotting.token_tsne_panels(emb, arch_of)
 plotting.savefig(fig, "token_tsne")

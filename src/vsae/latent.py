@@ -221,3 +221,18 @@ def decoder_cosine_histogram(sae, alive=None, bins: int | Sequence[float] = 100,
     counts, edges = np.histogram(c, bins=bins if not isinstance(bins, int) else np.linspace(-1, 1, bins + 1))
     return pd.DataFrame({"sae": name, "bin_left": edges[:-1], "bin_right": edges[1:], "count": counts,
                          "fraction": counts / max(len(c), 1)})
+
+
+def token_sources(acts, token_index) -> np.ndarray:
+    """The corpus source (``speech``, ``novel``, ``email``, ``docs``, ...) of each token of a cache.
+
+    Read from the cache's own records: token -> context (``ctx_index``) -> document (``ctx_doc``) ->
+    document id, whose first path component is the :class:`vsae.data.Document` source it was built
+    from. Tokens of a tensor source (no cache) get ``"unknown"``.
+    """
+    idx = np.asarray(token_index, dtype=np.int64)
+    if not hasattr(acts, "context_doc_ids") or not hasattr(acts, "ctx_index"):
+        return np.full(len(idx), "unknown", dtype=object)
+    docs = np.asarray(acts.context_doc_ids(), dtype=object)
+    ctx = np.asarray(acts.ctx_index)[idx]
+    return np.array([str(d).split("/", 1)[0] for d in docs[ctx]], dtype=object)
