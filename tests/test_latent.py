@@ -79,3 +79,16 @@ def test_decoder_cosine_table_and_histogram():
     assert t.set_index("sae").loc["a", "n_latents"] == 3 and t.set_index("sae").loc["b", "n_latents"] == 2
     h = latent.decoder_cosine_histogram(saes["a"], bins=4, name="a")
     assert h["count"].sum() == 6 and h["fraction"].sum() == pytest.approx(1.0)
+
+
+def test_token_sources_from_cache_records():
+    from vsae.latent import token_sources
+
+    class Cache:
+        ctx_index = np.array([0, 0, 1, 1, 2, 2])
+
+        def context_doc_ids(self):
+            return ["speech/a", "email/b", "novel/c"]
+
+    assert list(token_sources(Cache(), [0, 3, 5])) == ["speech", "email", "novel"]
+    assert list(token_sources(np.zeros((3, 2)), [0, 1])) == ["unknown", "unknown"]

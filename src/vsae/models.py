@@ -379,6 +379,14 @@ class SparsePattern:
         return self._t
 
     def scatter_rows(self, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # Dense when at least 1 in 64 entries of a row is selected: on CPUs without fast sparse
+        # kernels (AVX2-only AMD, measured 2026-12-02 at N=192, k=256, F=4608, d=576) both sparse
+        # products below take ~0.22 s against ~0.06 s for scattering into a dense [N, F] matrix
+        # and one matmul; the same sums, in another order.
+        if 64 * self.idx.shape[-1] >= self.n_rows:
+            dense = torch.zeros(self.idx.shape[0], self.n_rows, dtype=y.dtype, device=y.device)
+            dense.scatter_add_(1, self.idx, w.to(y.dtype))
+            return dense.T @ y
         # MKL's CSR product pays two passes over the [n_rows, d] output; for few nonzeros the
         # embedding_bag kernel is cheaper
         if not USE_CSR or 32 * self.idx.numel() < self.n_rows * y.shape[1]:
