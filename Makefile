@@ -6,6 +6,8 @@
 #   make chapter NB=04_core PARAMS="-p k_values '[128]'"   # re-execute one chapter with new parameters
 #   make verify                             # re-execute the committed offline chapters under nbval
 #   make site                               # rebuild the HTML from the executed chapters only
+#   make book BOOK_FLAGS=--allow-dirty      # build the committed (offline) chapters from a modified tree;
+#                                           #   refused otherwise, the chapters then record <sha>+dirty
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -14,6 +16,7 @@ PROFILE ?= offline
 DEVICE ?= cpu
 NB ?=
 PARAMS ?=
+BOOK_FLAGS ?=
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
@@ -38,11 +41,11 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
 book: assets
-	$(PY) -m vsae.book build --profile $(PROFILE) --device $(DEVICE)
+	$(PY) -m vsae.book build --profile $(PROFILE) --device $(DEVICE) $(BOOK_FLAGS)
 
 chapter: assets
 	@test -n "$(NB)" || (echo "usage: make chapter NB=04_core [PARAMS=\"-p name value ...\"] [PROFILE=offline]"; exit 2)
-	$(PY) -m vsae.book chapter $(NB) --profile $(PROFILE) --device $(DEVICE) -- $(PARAMS)
+	$(PY) -m vsae.book chapter $(NB) --profile $(PROFILE) --device $(DEVICE) $(BOOK_FLAGS) -- $(PARAMS)
 
 site: setup
 	$(PY) -m vsae.book site --profile $(PROFILE)

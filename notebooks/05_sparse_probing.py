@@ -88,11 +88,11 @@ llm.assign(k=llm["k"].astype("Int64")).pivot_table(index="task", columns="k", va
 #
 # The paper's 2×2 figure: SAE against LLM accuracy, mean preservation per architecture, top-$k$
 # accuracy against the number of latents, and the accuracy lost against the SAE's $k$ (seed means;
-# error bars: 95% t-intervals).
+# error bars: 95% t-intervals; open markers on dashed lines: the paper's values).
 
 # %%
 plotting.setup()
-fig = plotting.probing_2x2(summary)
+fig = plotting.probing_2x2(summary, paper=paper.paper_results("sparse_probing"))
 plotting.savefig(fig, "sparse_probing")
 
 # %% [markdown]

@@ -98,8 +98,10 @@ ps.pivot(index="n_ablated", columns="sae", values="value").round(4)
 # %% [markdown]
 # ## Figure
 #
-# The metric, both directions and a heatmap under SAE Bench's aggregation (seed means; shaded: 95%
-# t-intervals); dotted open markers are the paper's values.
+# For each of the two largest $k$: the SCR metric and both directions against $N$ under SAE Bench's
+# aggregation, then a heatmap of the metric (seed means; error bars: 95% t-intervals; dotted open
+# markers: the paper's values; values off the axis are marked with arrows).
+
 
 # %%
 plotting.setup()

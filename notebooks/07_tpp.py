@@ -72,9 +72,10 @@ pt.pivot_table(index="n_ablated", columns=["sae", "metric"], values="value").rou
 # %% [markdown]
 # ## Figure
 #
-# TPP total, intended (solid) against unintended (dashed) effects, selectivity (intended over
-# unintended) and a heatmap of the total (seed means; shaded: 95% t-intervals); dotted open markers
-# are the paper's totals.
+# For each of the two largest $k$: TPP total, intended (solid) against unintended (dashed) effects and
+# selectivity, the share of the accuracy drop that falls on the targeted class,
+# intended / (|intended| + |unintended|) (0.5: no selectivity); below, a heatmap of the total. Seed
+# means with 95% t-interval error bars; dotted open markers are the paper's values.
 
 # %%
 plotting.setup()

@@ -46,6 +46,27 @@ def test_every_chapter_executed(smoke_book):
         tags = [c["metadata"].get("tags", []) for c in nb["cells"]]
         assert any("parameters" in t for t in tags) and any("injected-parameters" in t for t in tags), \
             f"{name}: no parameters cell"
+        assert all("remove-cell" in t for t in tags if "parameters" in t or "injected-parameters" in t), \
+            f"{name}: parameter cells must be tagged remove-cell (no empty boxes in the book)"
+
+
+def test_smoke_outputs_show_no_machine_paths_or_warnings(smoke_book):
+    """The same output checks as tests/test_provenance.py, on the chapters this run just executed."""
+    problems = []
+    for name in book.chapters():
+        nb = json.loads((book.chapters_dir(PROFILE) / f"{name}.ipynb").read_text())
+        problems += book.output_problems(nb, name)
+        commits = set(book.header_commits(nb))
+        if len(commits) != 1:
+            problems.append(f"{name}: header commits {sorted(commits)} (one expected)")
+        streams = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "stream"]
+        per_cell = [sum(o.get("output_type") == "stream" and o["name"] == "stderr" for o in c.get("outputs", []))
+                    for c in nb["cells"]]
+        if max(per_cell, default=0) > 1:
+            problems.append(f"{name}: a cell has {max(per_cell)} stderr outputs (progress not collapsed)")
+        if any("\r" in "".join(o["text"]) for o in streams):
+            problems.append(f"{name}: a stream still holds carriage returns")
+    assert not problems, "smoke chapters:\n  " + "\n  ".join(problems)
 
 
 def test_nbval_reproduces_tagged_outputs(smoke_book):
@@ -60,13 +81,21 @@ def test_site_rendered_and_browser_check(smoke_book, tmp_path):
     sys.path.insert(0, str(REPO_ROOT / "tests"))
     from browser_check import check
 
-    pages = ["index.html", "book/chapters/04_core.html", "book/chapters/08_features.html"]
+    pages = ["index.html", "book/chapters/04_core.html", "book/chapters/01_introduction.html",
+             "book/chapters/08_features.html"]
     for page in pages:
         assert (smoke_book / page).exists(), f"{page} not rendered"
+    # MathJax comes with the site (pinned npm mathjax), not from a CDN
+    assert (smoke_book / "_static" / "mathjax" / "tex-mml-chtml.js").exists()
+    intro = (smoke_book / "book/chapters/01_introduction.html").read_text()
+    assert 'src="../../_static/mathjax/tex-mml-chtml.js' in intro, "the page should load the local MathJax"
+    assert "cdn.jsdelivr" not in intro and "mathjax@" not in intro
     shots = STAGE / "_build" / "screenshots"
-    recs = check(smoke_book, pages, shots)
+    recs = check(smoke_book, pages, shots)  # fails on raw TeX, untypeset maths, non-local requests
     assert all(Path(r["screenshot"]).stat().st_size > 10_000 for r in recs)
     assert recs[1]["images"] >= 2, "the core-metrics chapter should show its figures"
+    for r in recs[1:3]:
+        assert r["mathjax"] == "typeset" and r["maths"] > 0, f"{r['page']}: its maths should be typeset: {r}"
 
 
 def test_bad_parameter_is_refused_before_work(tmp_path):

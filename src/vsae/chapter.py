@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from .params import Param, chapter_params
 from .pipeline import Experiment
 from .profiles import PROFILES
@@ -19,6 +21,32 @@ COMMON = {
                    help="seeds of the headline SAEs (the first is the main one); metrics: mean and 95% interval"),
 }
 PROFILE_FIELDS = ("k_values", "kl_coeff", "n_train_tokens", "expansion", "seeds")
+
+
+def text_progress() -> None:
+    """Make ``tqdm.auto`` (used by vsae, transformers, transformer-lens) draw plain-text bars in a kernel.
+
+    Under ipykernel ``tqdm.auto`` wants the ipywidgets progress widget; without ipywidgets it warns
+    (``TqdmWarning: IProgress not found``, with a machine path) and falls back to text, and with it the
+    executed chapters would store widget outputs no static page can show. Either way the chapters want
+    text bars on stderr, which the book collapses to each bar's final line. Idempotent; call it before
+    anything imports ``tqdm.auto`` (importing :mod:`vsae.chapter` does).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*IProgress not found.*")
+        import tqdm.autonotebook as autonotebook
+        import tqdm.auto as auto
+    from tqdm.asyncio import tqdm as text_tqdm
+    from tqdm.std import tqdm as std_tqdm
+
+    def trange(*args, **kwargs):
+        return text_tqdm(range(*args), **kwargs)
+
+    autonotebook.tqdm, autonotebook.trange = std_tqdm, trange
+    auto.tqdm, auto.trange = text_tqdm, trange
+
+
+text_progress()
 
 
 def start(chapter: str, namespace: dict, extra: dict[str, Param] | None = None):

@@ -72,46 +72,88 @@ def _log2_k_axis(ax, ks: Iterable[int]) -> None:
 # --------------------------------------------------------------------------------------------- #
 # Chapter 1: architecture
 # --------------------------------------------------------------------------------------------- #
+def _text_box(ax, renderer, x, y, main, note=None, *, fontsize=10.5, note_size=8.5, gap=0.012):
+    """Draw ``main`` (and an optional smaller ``note`` below it) centred at (x, y) in data units and
+    return the texts and their joint extent in data units (measured with the renderer)."""
+    if note:
+        t1 = ax.text(x, y + gap, main, ha="center", va="bottom", fontsize=fontsize)
+        t2 = ax.text(x, y - gap, note, ha="center", va="top", fontsize=note_size, color="#444")
+        texts = [t1, t2]
+    else:
+        texts = [ax.text(x, y, main, ha="center", va="center", fontsize=fontsize)]
+    inv = ax.transData.inverted()
+    ext = [t.get_window_extent(renderer).transformed(inv) for t in texts]
+    x0, x1 = min(e.x0 for e in ext), max(e.x1 for e in ext)
+    y0, y1 = min(e.y0 for e in ext), max(e.y1 for e in ext)
+    return texts, (x0, y0, x1, y1)
+
+
 def architecture_diagram():
-    """Side-by-side block diagram of the TopK SAE and the vSAE, as trained by the authors' code."""
-    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.6))
+    """Block diagram of the TopK SAE (left) and the vSAE (right) as trained by the authors' code.
+
+    Each architecture is a vertical stack: input → encoder → TopK → decoder, with the training loss
+    below. Every box is sized from the measured extent of its text, so no formula leaves its box.
+    """
     specs = [
         ("topk", "TopK SAE", [
-            ("x", "residual\nactivation x"),
-            ("enc", "a = ReLU(W_encᵀ(x − b_dec) + b_enc)"),
-            ("sparse", "f = TopK(a, k)"),
-            ("dec", "x̂ = W_decᵀ f + b_dec\n(unit-norm decoder rows)"),
-        ], "loss = ‖x − x̂‖² + α·AuxK"),
-        ("vsae", "variational TopK SAE", [
-            ("x", "residual\nactivation x"),
-            ("enc", "μ = ReLU(W_encᵀ x + b_enc)\nz = μ (+ σ·ε in training, text)"),
-            ("sparse", "s = TopK(|z|, k), sign kept"),
-            ("dec", "x̂ = W_decᵀ s + b_dec\n(decoder unconstrained)"),
-        ], "loss = ‖x − x̂‖² + β(t)·½Σᵢ zᵢ²  (all latents)"),
+            ("x", "residual activation $x \\in \\mathbb{R}^{d}$", None),
+            ("enc", "$a = \\mathrm{ReLU}(W_{enc}^{\\top}(x - b_{dec}) + b_{enc})$", "encoder"),
+            ("sparse", "$f = \\mathrm{TopK}(a,\\, k)$", "keep the k largest, zero the rest"),
+            ("dec", "$\\hat{x} = W_{dec}^{\\top} f + b_{dec}$", "decoder rows kept at unit norm"),
+        ], ("$\\mathcal{L} = \\|x - \\hat{x}\\|^2 + \\alpha \\cdot \\mathrm{AuxK}$",
+            "training loss (AuxK revives dead latents)")),
+        ("vsae", "variational TopK SAE (vSAE)", [
+            ("x", "residual activation $x \\in \\mathbb{R}^{d}$", None),
+            ("enc", "$\\mu = \\mathrm{ReLU}(W_{enc}^{\\top} x + b_{enc})$",
+             "$z = \\mu$ (code);  $z = \\mu + \\sigma\\epsilon$ in training (text)"),
+            ("sparse", "$s = \\mathrm{TopK}(|z|,\\, k)$", "sign kept"),
+            ("dec", "$\\hat{x} = W_{dec}^{\\top} s + b_{dec}$", "decoder unconstrained"),
+        ], ("$\\mathcal{L} = \\|x - \\hat{x}\\|^2 + \\beta(t) \\cdot \\frac{1}{2}\\sum_i z_i^2$",
+            "training loss; the KL term covers all latents, selected or not")),
     ]
-    for ax, (arch, title, boxes, loss) in zip(axes, specs):
-        ax.set_xlim(0, 10)
-        ax.set_ylim(0, 5)
+    fig = plt.figure(figsize=(PAGE_WIDTH, 6.0))
+    renderer = fig.canvas.get_renderer()
+    ys = [0.855, 0.67, 0.485, 0.30, 0.095]  # centres of the five rows (axes fraction)
+    for col, (arch, title, boxes, loss) in enumerate(specs):
+        ax = fig.add_axes([0.01 + 0.5 * col, 0.01, 0.48, 0.98])
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
         ax.axis("off")
-        ax.set_title(title, color=color(arch), fontweight="bold")
-        xs = [0.9, 3.6, 6.3, 8.9]
-        for i, ((key, text), x0) in enumerate(zip(boxes, xs)):
-            w = 1.6 if key == "x" else 2.5
-            face = "#f2f2f2" if key == "x" else matplotlib.colors.to_rgba(color(arch), 0.12)
-            ax.add_patch(matplotlib.patches.FancyBboxPatch((x0 - w / 2, 2.0), w, 1.6, boxstyle="round,pad=0.08",
-                                                           fc=face, ec=color(arch) if key != "x" else "#777"))
-            ax.text(x0, 2.8, text, ha="center", va="center", fontsize=7.6)
-            if i:
-                ax.annotate("", xy=(x0 - w / 2 - 0.05, 2.8), xytext=(xs[i - 1] + (0.8 if i == 1 else 1.25) + 0.05, 2.8),
-                            arrowprops=dict(arrowstyle="->", color="#444"))
-        if arch == "vsae":  # the Gaussian spread of each latent in the blog post's picture
-            g = np.linspace(-3, 3, 60)
-            for j, off in enumerate((0.55, 0.95, 1.35)):
-                ax.plot(3.6 + 0.35 * g, 0.9 + 0.45 * np.exp(-g ** 2 / 2) + 0.0 * off, color=color(arch), alpha=0.25 + 0.2 * j)
-            ax.text(3.6, 0.45, "Gaussian posterior per latent (text);\nfixed variance, no sampling (code)",
-                    ha="center", fontsize=7.2, color="#444")
-        ax.text(5.0, 4.45, loss, ha="center", fontsize=8.6)
-    fig.tight_layout()
+        cx = 0.40 if arch == "vsae" else 0.5  # leave room for the posterior sketch beside the vSAE stack
+        ax.text(0.5, 0.975, title, ha="center", va="center", color=color(arch), fontweight="bold", fontsize=12.5)
+        items = [(key, main, note) for key, main, note in boxes] + [("loss", loss[0], loss[1])]
+        drawn = [_text_box(ax, renderer, cx, y, main, note) for (key, main, note), y in zip(items, ys)]
+        padx, pady = 0.03, 0.022
+        half_w = max(max(cx - e[0], e[2] - cx) for _, e in drawn) + padx  # one width for the whole stack
+        frames = []
+        for (key, _, _), (_, (x0, y0, x1, y1)) in zip(items, drawn):
+            if key == "x":
+                fc, ec, ls = "#f2f2f2", "#777", "-"
+            elif key == "loss":
+                fc, ec, ls = "white", "#555", "--"
+            else:
+                fc, ec, ls = matplotlib.colors.to_rgba(color(arch), 0.12), color(arch), "-"
+            bx0, by0, bx1, by1 = cx - half_w, y0 - pady, cx + half_w, y1 + pady
+            ax.add_patch(matplotlib.patches.FancyBboxPatch((bx0, by0), bx1 - bx0, by1 - by0,
+                                                           boxstyle="round,pad=0,rounding_size=0.015",
+                                                           fc=fc, ec=ec, ls=ls, lw=1.3, zorder=0))
+            frames.append((bx0, by0, bx1, by1))
+        for a, b in zip(frames[:3], frames[1:4]):  # data flow x -> encoder -> TopK -> decoder
+            ax.annotate("", xy=(cx, b[3] + 0.004), xytext=(cx, a[1] - 0.004),
+                        arrowprops=dict(arrowstyle="-|>", color="#444", lw=1.3))
+        if arch == "vsae":  # the Gaussian spread of each latent in the blog post's picture, beside the encoder
+            enc = frames[1]
+            gx0, gx1 = enc[2] + 0.04, 0.99
+            g = np.linspace(-3, 3, 80)
+            gc = (gx0 + gx1) / 2
+            base = enc[1] + 0.045
+            for j, s in enumerate((0.6, 0.85, 1.1)):
+                ax.plot(gc + (gx1 - gx0) * 0.42 * g / 3, base + 0.075 * np.exp(-g ** 2 / (2 * s ** 2)),
+                        color=color(arch), alpha=0.3 + 0.25 * j, lw=1.4)
+            ax.text(gc, enc[1] + 0.02, "Gaussian posterior\nper latent (text);\nfixed variance,\nno sampling (code)",
+                    ha="center", va="top", fontsize=8, color="#444")
+            ax.annotate("", xy=(enc[2] + 0.005, (enc[1] + enc[3]) / 2), xytext=(gx0 + 0.01, base + 0.04),
+                        arrowprops=dict(arrowstyle="-", color="#999", lw=0.8, ls=":"))
     return fig
 
 
@@ -269,16 +311,84 @@ def density_histogram(density: pd.DataFrame, saes: list[str], arch_of: dict[str,
     return fig
 
 
+def alive_vs_tokens(curves: dict[str, pd.DataFrame], arch_of: dict[str, str]):
+    """Fraction of latents alive within the first t evaluation tokens (log x), one line per run;
+    a flat right end means the count has saturated."""
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.62, 3.4))
+    ks = sorted({r for r in curves}, key=lambda r: (arch_of.get(r, ""), r))
+    shades = {}
+    for arch in set(arch_of.values()):
+        runs = [r for r in ks if arch_of.get(r) == arch]
+        for i, r in enumerate(runs):
+            shades[r] = 0.45 + 0.55 * (i + 1) / max(len(runs), 1)
+    for r in ks:
+        c = curves[r]
+        ax.plot(c["tokens"], c["frac_alive"], color=color(arch_of.get(r, "")), alpha=shades.get(r, 1.0),
+                marker=MARKERS.get(arch_of.get(r, ""), "o"), ms=3, lw=1.4, label=r)
+    ax.set_xscale("log")
+    ax.set_xlabel("evaluation tokens counted (log scale)")
+    ax.set_ylabel("fraction of latents alive")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------------------------- #
 # Chapter 5: sparse probing
 # --------------------------------------------------------------------------------------------- #
-def probing_2x2(summary: pd.DataFrame, probe_ks=(1, 2, 5)):
+def _zoom_y(ax, values, pad: float = 0.12, include=()) -> tuple[float, float]:
+    """Set the y-limits to the finite ``values`` (and ``include``) plus ``pad`` of their range."""
+    v = np.asarray([x for x in list(np.ravel(values)) + list(include) if x is not None], dtype=float)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return ax.get_ylim()
+    lo, hi = float(v.min()), float(v.max())
+    span = hi - lo if hi > lo else max(abs(hi), 1e-3) * 0.1
+    ax.set_ylim(lo - pad * span, hi + pad * span)
+    return ax.get_ylim()
+
+
+def _spread_labels(ax, points, fontsize: float = 7.5, dx_pts: float = 6.0, min_gap_pts: float | None = None) -> None:
+    """Annotate ``points`` ((x, y, text, colour[, side]) in data units; side +1 right, -1 left of the
+    point), pushing labels on the same side apart vertically (in points) so that none overlaps
+    another; a thin leader line joins a moved label to its point. Call once the limits are final."""
+    if not points:
+        return
+    gap = min_gap_pts if min_gap_pts is not None else fontsize * 1.25
+    to_pts = 72.0 / ax.figure.dpi
+    disp = [(ax.transData.transform((p[0], p[1])), p[0], p[1], p[2], p[3], p[4] if len(p) > 4 else 1) for p in points]
+    disp.sort(key=lambda d: (d[0][1], d[0][0]))
+    placed: list[tuple[float, float, int]] = []  # (x, y, side) of labels, in points
+    for (px, py), x, y, t, c, side in disp:
+        xp, yp = px * to_pts, py * to_pts
+        ly = yp
+        for ox, oy, os_ in placed:
+            if os_ == side and abs(ox - xp) < 45 and ly < oy + gap:
+                ly = oy + gap
+        placed.append((xp, ly, side))
+        moved = ly - yp > 1
+        ax.annotate(t, (x, y), textcoords="offset points", xytext=(side * dx_pts, ly - yp), fontsize=fontsize, color=c,
+                    va="center", ha="left" if side > 0 else "right",
+                    arrowprops=dict(arrowstyle="-", color=c, lw=0.6, alpha=0.7, shrinkA=0, shrinkB=2) if moved else None)
+
+
+def _paper_wide(paper: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The paper's tidy rows as one row per (architecture, k) with a column per metric."""
+    if paper is None or not len(paper):
+        return None
+    return paper.pivot_table(index=["architecture", "k"], columns="metric", values="value").reset_index()
+
+
+def probing_2x2(summary: pd.DataFrame, probe_ks=(1, 2, 5), paper: pd.DataFrame | None = None):
     """The paper's sparse-probing figure from a per-SAE summary.
 
     ``summary``: one row per SAE with architecture, sae_k, sae_test_accuracy, llm_test_accuracy,
     preservation, and sae_top_{k}_test_accuracy / top_{k}_preservation for k in ``probe_ks``. Rows of
-    the same (architecture, sae_k) are seeds: drawn as their mean, with 95% t-intervals as error bars
-    in the top-k and degradation panels.
+    the same (architecture, sae_k) are seeds: drawn as their mean, with 95% t-intervals as error bars.
+    ``paper``: the paper's tidy values (``paper.paper_results("sparse_probing")``: metric,
+    architecture, k, value), drawn as open markers on dashed lines. Every y-axis is zoomed to the
+    values drawn (accuracies differ in the second decimal; a 0–1 axis would hide that).
     """
     from .stats import t_interval
 
@@ -289,150 +399,401 @@ def probing_2x2(summary: pd.DataFrame, probe_ks=(1, 2, 5)):
               for (a, k), g in runs.groupby(["architecture", "sae_k"], sort=False)}
     summary = runs.groupby(["architecture", "sae_k"], sort=False)[num + ["degradation"]].mean().reset_index()
     summary["sae"] = [f"{label(a)} k={int(k)}" for a, k in zip(summary["architecture"], summary["sae_k"])]
-    fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 7.2))
+    pw = _paper_wide(paper)
+    if pw is not None and {"sae_test_accuracy", "preservation"} <= set(pw.columns):
+        pw["llm_test_accuracy"] = pw["sae_test_accuracy"] / pw["preservation"]
+        pw["degradation"] = pw["llm_test_accuracy"] - pw["sae_test_accuracy"]
+    paper_note = " (paper, Pythia-70M)"
+    fig, axes = plt.subplots(2, 2, figsize=(PAGE_WIDTH, 8.0))
+
+    # (a) SAE against LLM accuracy
     ax = axes[0, 0]
+    pts, xs_all, ys_all = [], [], []
     for arch, g in summary.groupby("architecture", sort=False):
         ax.scatter(g["llm_test_accuracy"], g["sae_test_accuracy"], color=color(arch), marker=MARKERS.get(arch, "o"),
-                   s=50, label=label(arch))
-        for _, r in g.iterrows():
-            ax.annotate(f"k={int(r['sae_k'])}", (r["llm_test_accuracy"], r["sae_test_accuracy"]), fontsize=7,
-                        textcoords="offset points", xytext=(4, 2), color=color(arch))
-    lo = float(min(summary["llm_test_accuracy"].min(), summary["sae_test_accuracy"].min())) - 0.01
-    hi = float(max(summary["llm_test_accuracy"].max(), summary["sae_test_accuracy"].max())) + 0.01
-    ax.plot([lo, hi], [lo, hi], ls="--", color="#888", label="perfect preservation")
-    ax.set_xlabel("LLM probe accuracy (all dims)")
-    ax.set_ylabel("SAE probe accuracy (all latents)")
-    ax.set_title("SAE vs LLM probe accuracy")
-    ax.legend(fontsize=8)
+                   s=50, label=f"{label(arch)} (ours, seed mean; bars: 95% CI)", zorder=3)
+        pts += [(r["llm_test_accuracy"], r["sae_test_accuracy"], f"k={int(r['sae_k'])}", color(arch)) for _, r in g.iterrows()]
+        xs_all += list(g["llm_test_accuracy"])
+        ys_all += list(g["sae_test_accuracy"])
+    if pw is not None and "llm_test_accuracy" in pw:
+        for arch, g in pw.groupby("architecture", sort=False):
+            g = g.sort_values("k")
+            ax.plot(g["llm_test_accuracy"], g["sae_test_accuracy"], ls="--", marker=MARKERS.get(arch, "o"), mfc="none",
+                    color=color(arch), alpha=0.75, lw=0.8, label=f"{label(arch)}{paper_note}")
+            pts += [(r["llm_test_accuracy"], r["sae_test_accuracy"], f"k={int(r['k'])}", color(arch), -1)
+                    for _, r in g.iterrows()]
+            xs_all += list(g["llm_test_accuracy"])
+            ys_all += list(g["sae_test_accuracy"])
+    lo = float(min(min(xs_all), min(ys_all)))
+    hi = float(max(max(xs_all), max(ys_all)))
+    span = max(hi - lo, 0.005)
+    lo, hi = lo - 0.15 * span, hi + 0.15 * span
+    ax.plot([lo, hi], [lo, hi], ls="--", color="#888", lw=1, label="perfect preservation (SAE = LLM)", zorder=1)
+    ax.set_xlim(lo - 0.1 * span, hi + 0.2 * span)  # room for the k labels (ours right, paper left)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("LLM probe test accuracy (all residual dims)")
+    ax.set_ylabel("SAE probe test accuracy (all latents)")
+    ax.set_title("SAE vs LLM probe accuracy (labels: SAE k)")
 
+    # (b) mean preservation over the SAE's k, per architecture: points, so the axis can zoom
     ax = axes[0, 1]
     cols = ["preservation"] + [f"top_{k}_preservation" for k in probe_ks]
-    names = ["overall"] + [f"top-{k}" for k in probe_ks]
+    names = ["all latents"] + [f"top-{k}" for k in probe_ks]
     archs = list(summary["architecture"].unique())
-    width = 0.8 / len(archs)
-    for i, arch in enumerate(archs):
-        g = summary[summary.architecture == arch]
-        ax.bar(np.arange(len(cols)) + i * width, [g[c].mean() for c in cols], width, color=color(arch), label=label(arch))
-    ax.axhline(1.0, ls="--", color="#888")
-    ax.set_xticks(np.arange(len(cols)) + width * (len(archs) - 1) / 2)
+    n_series = len(archs) * (2 if pw is not None else 1)
+    step = 0.7 / max(n_series, 1)
+    vals = []
+    j = 0
+    for arch in archs:
+        r = runs[runs.architecture == arch]
+        seeds = r.groupby("seed")[cols].mean() if "seed" in r else r[cols].mean().to_frame().T
+        ci = [t_interval(seeds[c]) for c in cols]
+        m = [c_[0] for c_ in ci]
+        h = [np.nan_to_num(c_[1]) for c_ in ci]
+        x = np.arange(len(cols)) - 0.35 + step * (j + 0.5)
+        ax.errorbar(x, m, yerr=h, fmt=MARKERS.get(arch, "o"), color=color(arch), ms=8, capsize=3, lw=1.3,
+                    label=f"{label(arch)} (ours)")
+        for xi, mi, hi_ in zip(x, m, h):
+            ax.annotate(f"{mi:.3f}", (xi, mi + hi_), textcoords="offset points", xytext=(0, 3), ha="center",
+                        va="bottom", fontsize=7, color=color(arch))
+        vals += list(np.array(m) - np.array(h)) + list(np.array(m) + np.array(h))
+        j += 1
+        if pw is not None:
+            g = pw[pw.architecture == arch]
+            pm = [g[c].mean() if c in g else np.nan for c in cols]
+            x = np.arange(len(cols)) - 0.35 + step * (j + 0.5)
+            ax.plot(x, pm, ls="none", marker=MARKERS.get(arch, "o"), mfc="none", color=color(arch), ms=8, mew=1.4,
+                    alpha=0.8, label=f"{label(arch)}{paper_note}")
+            vals += pm
+            j += 1
+    ax.axhline(1.0, ls="--", color="#888", lw=1)
+    _zoom_y(ax, vals, pad=0.15)
+    ax.set_xticks(np.arange(len(cols)))
     ax.set_xticklabels(names)
-    ax.set_ylabel("accuracy preservation (SAE / LLM), mean over k")
-    ax.set_title("Mean preservation")
-    ax.legend(fontsize=8)
+    ax.set_xlabel("latents used by the probe")
+    ax.set_ylabel("accuracy preservation (SAE / LLM),\nmean over the SAE's k")
+    ax.set_title("Mean preservation (dashed: 1 = no loss)")
 
+    # (c) top-k probe accuracy against the number of latents
     ax = axes[1, 0]
     ks = sorted(summary["sae_k"].unique())
     n_rows = len(summary)
+    vals = []
     for i, (_, r) in enumerate(summary.iterrows()):
         shade = 0.35 + 0.65 * (ks.index(r["sae_k"]) + 1) / len(ks)
         h = halves[(r["architecture"], r["sae_k"])]
         dodge = 0.05 * (i - (n_rows - 1) / 2)  # side by side, so the error bars do not overlap
-        ax.errorbar(np.asarray(probe_ks, dtype=float) + dodge, [r[f"sae_top_{k}_test_accuracy"] for k in probe_ks],
-                    yerr=[np.nan_to_num(h[f"sae_top_{k}_test_accuracy"]) for k in probe_ks], capsize=2,
-                    marker=MARKERS.get(r["architecture"], "o"), color=color(r["architecture"]), alpha=shade, label=r["sae"])
+        y = [r[f"sae_top_{k}_test_accuracy"] for k in probe_ks]
+        e = [np.nan_to_num(h[f"sae_top_{k}_test_accuracy"]) for k in probe_ks]
+        ax.errorbar(np.asarray(probe_ks, dtype=float) + dodge, y, yerr=e, capsize=2,
+                    marker=MARKERS.get(r["architecture"], "o"), color=color(r["architecture"]), alpha=shade,
+                    label=f"{r['sae']} (ours)")
+        vals += list(np.add(y, e)) + list(np.subtract(y, e))
+    if pw is not None:
+        for arch, g in pw.groupby("architecture", sort=False):
+            y = [g[f"sae_top_{k}_test_accuracy"].mean() if f"sae_top_{k}_test_accuracy" in g else np.nan for k in probe_ks]
+            ax.plot(list(probe_ks), y, ls="--", marker=MARKERS.get(arch, "o"), mfc="none", color=color(arch), alpha=0.8,
+                    label=f"{label(arch)} (paper, mean over k)")
+            vals += y
+    _zoom_y(ax, vals, pad=0.08)
     ax.set_xticks(list(probe_ks))
     ax.set_xlabel("latents used by the probe")
     ax.set_ylabel("SAE top-k probe test accuracy")
     ax.set_title("Top-k sparse probing")
-    ax.legend(fontsize=7, ncol=2)
+    from matplotlib.lines import Line2D
 
+    kk = ", ".join(str(int(k)) for k in ks)
+    hs = [Line2D([], [], color=color(a), marker=MARKERS.get(a, "o"), label=f"{label(a)} (ours; k = {kk}, light → dark)")
+          for a in archs]
+    if pw is not None:
+        hs += [Line2D([], [], color=color(a), marker=MARKERS.get(a, "o"), mfc="none", ls="--", alpha=0.8,
+                      label=f"{label(a)} (paper, mean over k)") for a in archs]
+    ax.legend(handles=hs, fontsize=7.5, loc="best")
+
+    # (d) accuracy lost against the SAE's k
     ax = axes[1, 1]
+    vals = [0.0]
     for arch, g in summary.groupby("architecture", sort=False):
         g = g.sort_values("sae_k")
-        ax.errorbar(g["sae_k"], g["degradation"], yerr=[np.nan_to_num(halves[(arch, k)]["degradation"]) for k in g["sae_k"]],
-                    capsize=3, marker=MARKERS.get(arch, "o"), color=color(arch), label=label(arch))
-    _log2_k_axis(ax, summary["sae_k"])
-    ax.axhline(0, ls="--", color="#888")
+        e = [np.nan_to_num(halves[(arch, k)]["degradation"]) for k in g["sae_k"]]
+        ax.errorbar(g["sae_k"], g["degradation"], yerr=e, capsize=3, marker=MARKERS.get(arch, "o"), color=color(arch),
+                    label=f"{label(arch)} (ours)")
+        vals += list(g["degradation"] + e) + list(g["degradation"] - e)
+    if pw is not None and "degradation" in pw:
+        for arch, g in pw.groupby("architecture", sort=False):
+            g = g.sort_values("k")
+            ax.plot(g["k"], g["degradation"], ls="--", marker=MARKERS.get(arch, "o"), mfc="none", color=color(arch),
+                    alpha=0.8, label=f"{label(arch)}{paper_note}")
+            vals += list(g["degradation"])
+    _log2_k_axis(ax, list(summary["sae_k"]) + ([] if pw is None else list(pw["k"])))
+    ax.axhline(0, ls="--", color="#888", lw=1)
+    _zoom_y(ax, vals, pad=0.1)
     ax.set_xlabel("SAE k (active latents per token)")
-    ax.set_ylabel("LLM − SAE accuracy (all dims)")
-    ax.set_title("Accuracy degradation")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.set_ylabel("LLM − SAE probe test accuracy\n(all dims / latents)")
+    ax.set_title("Accuracy degradation (0 = no loss)")
+    handles, labels_ = axes[0, 0].get_legend_handles_labels()  # the same series in (a), (b) and (d): one legend
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.legend(handles, labels_, loc="upper center", ncol=min(len(handles), 3), fontsize=8.5, frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    _spread_labels(axes[0, 0], pts)  # after the layout: the offsets are in points
     return fig
 
 
 # --------------------------------------------------------------------------------------------- #
 # Chapters 6 and 7: SCR and TPP
 # --------------------------------------------------------------------------------------------- #
-def _vs_threshold(ax, df: pd.DataFrame, y: str, ls="-", paper: pd.DataFrame | None = None, paper_metric=None,
-                  legend_suffix=""):
-    ks = sorted(df["sae_k"].unique())
-    for (arch, k), g in df.groupby(["architecture", "sae_k"], sort=False):
-        g = _mean_half(g, "n", y)  # mean over seeds, 95% band
-        shade = 0.45 + 0.55 * (ks.index(k) + 1) / len(ks)
-        ax.plot(g["n"], g["mean"], ls=ls, marker=MARKERS.get(arch, "o"), color=color(arch), alpha=shade,
-                label=f"{label(arch)} k={k}{legend_suffix}")
-        _band(ax, g["n"], g["mean"], g["half"], color(arch))
+def _arch_order(df: pd.DataFrame) -> list[str]:
+    archs = list(dict.fromkeys(df["architecture"]))
+    return sorted(archs, key=lambda a: (list(PALETTE).index(a) if a in PALETTE else len(PALETTE), a))
+
+
+def _per_k_panel(ax, df: pd.DataFrame, y: str, k, *, ls="-", paper: pd.DataFrame | None = None, paper_metric=None,
+                 archs=None, dodge: float = 0.07, paper_ls=":") -> list[tuple[float, float, str]]:
+    """One SAE size ``k``: per architecture, the seed mean of ``y`` against N with 95% t-interval
+    error bars (dodged sideways on the log axis so they do not overlap); the paper's values as open
+    markers. Returns the (x, mean, colour) of every point drawn, for the y-limits."""
+    archs = archs or _arch_order(df)
+    drawn = []
+    sub = df[df["sae_k"] == k]
+    for i, arch in enumerate(archs):
+        g = sub[sub["architecture"] == arch]
+        if not len(g):
+            continue
+        agg = _mean_half(g, "n", y)
+        x = agg["n"].to_numpy(dtype=float) * 2 ** (dodge * (i - (len(archs) - 1) / 2))
+        half = agg["half"].to_numpy(dtype=float)
+        ax.errorbar(x, agg["mean"], yerr=None if np.isnan(half).all() else np.nan_to_num(half), ls=ls,
+                    marker=MARKERS.get(arch, "o"), ms=5, lw=1.5, capsize=2.5, elinewidth=1, color=color(arch),
+                    mfc=color(arch) if ls == "-" else "white")
+        drawn += [(xi, mi, color(arch)) for xi, mi in zip(x, agg["mean"])]
     if paper is not None:
-        pg = paper[paper.metric == paper_metric]
-        for (arch, k), g in pg.groupby(["architecture", "k"], sort=False):
+        pg = paper[(paper.metric == paper_metric) & (paper.k == k)]
+        for arch, g in pg.groupby("architecture", sort=False):
             g = g.sort_values("n_ablated")
-            ax.plot(g["n_ablated"], g["value"], ls=":", marker=MARKERS.get(arch, "o"), mfc="none", color=color(arch),
-                    alpha=0.6, label=f"{label(arch)} k={k} (paper)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("latents ablated N")
+            ax.plot(g["n_ablated"].astype(float), g["value"], ls=paper_ls, marker=MARKERS.get(arch, "o"), mfc="none",
+                    ms=6, color=color(arch), alpha=0.7, lw=1.1)
+            drawn += [(float(xi), float(vi), color(arch)) for xi, vi in zip(g["n_ablated"], g["value"])]
+    ax.set_xscale("log")
+    ns = sorted(int(n) for n in df["n"].unique())
+    ax.set_xticks(ns)
+    ax.set_xticklabels([str(n) for n in ns], fontsize=8)
+    ax.minorticks_off()
+    ax.set_xlabel("latents ablated N (log scale)")
+    return drawn
 
 
-def _heatmap(ax, df: pd.DataFrame, y: str, title: str):
-    """Mean over seeds of ``y`` per (architecture, k) row and N column."""
-    df = df.assign(row=[f"{label(a)} k={int(k)}" for a, k in zip(df["architecture"], df["sae_k"])])
+def _robust_ylim(ax, drawn, q=(2, 98), pad: float = 0.1, symlog_above: float | None = None, linthresh: float = 1.0,
+                 include=(0.0,)) -> tuple[bool, int]:
+    """Limits from the plotted means (not the error bars, which near-zero denominators blow up),
+    cut to their 2nd–98th percentile where an extreme lies further out than half that range;
+    symmetric-log when the means exceed ``symlog_above`` in magnitude; an arrow with the value at
+    the edge for every mean that falls off the axis. Returns (symlog used,
+    number of off-scale points)."""
+    v = np.array([d[1] for d in drawn], dtype=float)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return False, 0
+    p_lo, p_hi = np.percentile(v, q)
+    spread = max(p_hi - p_lo, 1e-12)
+    # clip only an outlying extreme (beyond half the percentile range); otherwise show every mean
+    lo = p_lo if p_lo - v.min() > 0.5 * spread else v.min()
+    hi = p_hi if v.max() - p_hi > 0.5 * spread else v.max()
+    lo, hi = min(lo, *include), max(hi, *include)
+    use_symlog = symlog_above is not None and np.abs(v).max() > symlog_above
+    if use_symlog:
+        ax.set_yscale("symlog", linthresh=linthresh)
+        f = lambda t: np.sign(t) * np.log10(1 + np.abs(t) / linthresh)  # noqa: E731
+        finv = lambda t: np.sign(t) * linthresh * (10 ** np.abs(t) - 1)  # noqa: E731
+        a, b = f(lo), f(hi)
+        span = (b - a) or 1.0
+        lo, hi = finv(a - pad * span), finv(b + pad * span)
+    else:
+        span = (hi - lo) or max(abs(hi), 1e-3)
+        lo, hi = lo - pad * span, hi + pad * span
+    ax.set_ylim(lo, hi)
+    if use_symlog:
+        base = [0.0] + [m * 10.0 ** e for e in range(0, 4) for m in (1, 3)]
+        ticks = sorted({sg * b * linthresh for b in base for sg in (-1, 1)})
+        ax.set_yticks([t for t in ticks if lo <= t <= hi])
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+            lambda t, _: "0" if t == 0 else f"{t:g}".replace("-", "\u2212")))
+        ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    off = [(x, m, c) for x, m, c in drawn if np.isfinite(m) and (m < lo or m > hi)]
+    for x, m, c in off:
+        top = m > hi
+        ax.annotate(f"{m:.2g}", xy=(x, hi if top else lo), xytext=(0, -16 if top else 16), textcoords="offset points",
+                    ha="center", va="center", fontsize=7, color=c,
+                    arrowprops=dict(arrowstyle="->", color=c, lw=1), annotation_clip=False)
+    return use_symlog, len(off)
+
+
+def _heatmap(ax, df: pd.DataFrame, y: str, title: str, cbar_label: str | None = None, cmap="RdBu_r", center=0.0,
+             cax=None):
+    """Mean over seeds of ``y`` per (architecture, k) row and N column, with a colourbar."""
+    short = {"topk": "TopK", "vsae": "vSAE"}
+    df = df.assign(row=[f"{short.get(a, label(a))} k={int(k)}" for a, k in zip(df["architecture"], df["sae_k"])])
     piv = df.pivot_table(index="row", columns="n", values=y, aggfunc="mean")
-    order = [s for s in df["row"].unique() if s in piv.index]
+    order = [s for s in dict.fromkeys(df.sort_values(["architecture", "sae_k"])["row"]) if s in piv.index]
     piv = piv.loc[order]
     piv.columns = [int(c) for c in piv.columns]
-    sns.heatmap(piv, ax=ax, annot=True, fmt=".2f", cmap="RdBu_r", center=0, cbar=False, annot_kws={"fontsize": 7})
+    kw = dict(center=center) if center is not None else {}
+    sns.heatmap(piv, ax=ax, annot=True, fmt=".2f", cmap=cmap, cbar=True, cbar_ax=cax, linewidths=0.5,
+                linecolor="white", annot_kws={"fontsize": 8}, cbar_kws={"label": cbar_label or title}, **kw)
     ax.set_xlabel("latents ablated N")
-    ax.set_ylabel("")
+    ax.set_ylabel("SAE (architecture, k)")
+    ax.tick_params(axis="y", rotation=0)
     ax.set_title(title)
 
 
-def scr_1x4(scr_all: pd.DataFrame, paper: pd.DataFrame | None = None):
-    """SCR metric, direction 1 and direction 2 against N, and a heatmap of the metric.
+def _scr_tpp_grid(ks, n_cols: int = 3):
+    """One row of ``n_cols`` line panels per SAE k, then a heatmap (two columns) and the legend."""
+    ks = list(ks)
+    fig = plt.figure(figsize=(PAGE_WIDTH, 2.9 * len(ks) + 2.7), layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.06, h_pad=0.08, wspace=0.04, hspace=0.06)
+    gs = fig.add_gridspec(len(ks) + 1, n_cols, height_ratios=[1] * len(ks) + [0.95])
+    panels = np.array([[fig.add_subplot(gs[i, j]) for j in range(n_cols)] for i in range(len(ks))])
+    hgs = gs[-1, : n_cols - 1].subgridspec(1, 2, width_ratios=[1, 0.03])
+    heat, cax = fig.add_subplot(hgs[0, 0]), fig.add_subplot(hgs[0, 1], label="<colorbar>")
+    leg = fig.add_subplot(gs[-1, n_cols - 1])
+    leg.axis("off")
+    return fig, panels, heat, cax, leg
+
+
+def _legend_handles(archs, paper: bool, n_seeds: int, extra=()):
+    from matplotlib.lines import Line2D
+
+    ci = f"mean ± 95% CI over {n_seeds} seeds" if n_seeds > 1 else "one seed"
+    hs = [Line2D([], [], color=color(a), marker=MARKERS.get(a, "o"), lw=1.5, label=f"{label(a)} (ours, {ci})") for a in archs]
+    if paper:
+        hs += [Line2D([], [], color=color(a), marker=MARKERS.get(a, "o"), mfc="none", ls=":", alpha=0.7,
+                      label=f"{label(a)} (paper, Pythia-70M)") for a in archs]
+    return hs + list(extra)
+
+
+def _n_seeds(df: pd.DataFrame) -> int:
+    if "seed" in df:
+        return int(df.groupby(["architecture", "sae_k", "n"])["seed"].nunique().max())
+    return int(df.groupby(["architecture", "sae_k", "n"]).size().max())
+
+
+def scr_1x4(scr_all: pd.DataFrame, paper: pd.DataFrame | None = None, *, symlog_above: float = 5.0):
+    """SCR metric, direction 1 and direction 2 against N (one row of panels per SAE k, so each panel
+    compares the two architectures at one size), and a heatmap of the metric with its colourbar.
 
     ``scr_all``: the ``pair == "ALL"`` rows (sae, architecture, sae_k, n, scr_metric, scr_dir1, scr_dir2), ``n``
-    being the number of latents ablated.
+    being the number of latents ablated; rows of the same (sae_k, architecture, n) are seeds (mean,
+    95% t-interval error bars). ``paper``: tidy paper values (metric ``scr_metric``). The y-limits
+    follow the 2nd–98th percentile of the plotted means; a direction panel whose means exceed
+    ``symlog_above`` in magnitude (near-zero denominators) switches to a symmetric-log axis.
     """
-    fig, axes = plt.subplots(1, 4, figsize=(PAGE_WIDTH * 1.35, 3.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.3]})
-    _vs_threshold(axes[0], scr_all, "scr_metric", paper=paper, paper_metric="scr_metric")
-    axes[0].set_ylabel("SCR metric (normalised recovery)")
-    axes[0].set_title("SCR metric")
-    _vs_threshold(axes[1], scr_all, "scr_dir1")
-    axes[1].set_ylabel("SCR, ablate spurious-attributed latents")
-    axes[1].set_title("Direction 1")
-    _vs_threshold(axes[2], scr_all, "scr_dir2")
-    axes[2].set_ylabel("SCR, ablate target-attributed latents")
-    axes[2].set_title("Direction 2")
-    for a in axes[:3]:
-        a.axhline(0, color="#888", lw=0.8)
-    _heatmap(axes[3], scr_all, "scr_metric", "SCR metric")
-    handles, labels_ = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels_, loc="lower center", ncol=6, bbox_to_anchor=(0.5, -0.16), fontsize=8)
-    fig.tight_layout()
+    ks = sorted(scr_all["sae_k"].unique())
+    archs = _arch_order(scr_all)
+    fig, panels, heat, cax, leg = _scr_tpp_grid(ks)
+    cols = [("scr_metric", "SCR metric", "SCR metric\n(fraction of gap recovered)", None),
+            ("scr_dir1", "Dir. 1: spurious latents ablated", "SCR direction 1\n(fraction recovered)", symlog_above),
+            ("scr_dir2", "Dir. 2: target latents ablated", "SCR direction 2\n(fraction recovered)", symlog_above)]
+    n_off = 0
+    for i, k in enumerate(ks):
+        for j, (y, title, ylab, sl) in enumerate(cols):
+            ax = panels[i, j]
+            drawn = _per_k_panel(ax, scr_all, y, k, archs=archs, paper=paper if j == 0 else None,
+                                 paper_metric="scr_metric")
+            ax.axhline(0, color="#888", lw=0.8, zorder=0)
+            symlog, off = _robust_ylim(ax, drawn, symlog_above=sl)
+            n_off += off
+            ax.set_title(f"{title}, k={k}", fontsize=9.5)
+            ax.set_ylabel(ylab.replace(")", ";\nsymmetric log beyond ±1)") if symlog else ylab, fontsize=8.5)
+            if i < len(ks) - 1:
+                ax.set_xlabel("")
+    _heatmap(heat, scr_all, "scr_metric", "SCR metric (seed mean)", "SCR metric", cax=cax)
+    _legend_panel(leg, _legend_handles(archs, paper is not None, _n_seeds(scr_all)), n_off)
     return fig
 
 
-def tpp_1x4(tpp_all: pd.DataFrame, paper: pd.DataFrame | None = None):
-    """TPP total against N, intended (solid) vs unintended (dashed), selectivity, and a heatmap.
+def _legend_panel(leg, handles, n_off: int) -> None:
+    leg.legend(handles=handles, loc="center", fontsize=8, frameon=False)
+    if n_off:
+        leg.text(0.5, 0.0, f"arrows at an axis edge: {n_off} mean(s) beyond the\naxis, "
+                 "drawn with their value (axes follow the\n2nd–98th percentile of the plotted means)",
+                 transform=leg.transAxes, ha="center", va="bottom", fontsize=7.5, color="#555")
 
-    ``tpp_all``: mean-over-classes rows (sae, architecture, sae_k, n, tpp_total, tpp_intended, tpp_unintended).
+
+def tpp_1x4(tpp_all: pd.DataFrame, paper: pd.DataFrame | None = None, *, selectivity: str = "share",
+            ratio_floor: float = 0.002):
+    """TPP total against N, intended (solid) vs unintended (dashed), selectivity (one row of panels
+    per SAE k), and a heatmap of the total with its colourbar.
+
+    ``tpp_all``: mean-over-classes rows (sae, architecture, sae_k, n, tpp_total, tpp_intended, tpp_unintended);
+    rows of the same (sae_k, architecture, n) are seeds. ``selectivity``: ``"share"`` (default)
+    draws intended / (|intended| + |unintended|), the share of the accuracy drop that lands on the
+    targeted class (1 = all of it, 0.5 = as much elsewhere), which stays bounded when the unintended
+    effect is near zero; ``"ratio"`` draws intended / |unintended| on a log axis from the seed means,
+    leaving out points whose mean |unintended| is below ``ratio_floor``.
     """
-    fig, axes = plt.subplots(1, 4, figsize=(PAGE_WIDTH * 1.35, 3.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.3]})
-    _vs_threshold(axes[0], tpp_all, "tpp_total", paper=paper, paper_metric="tpp_total")
-    axes[0].set_ylabel("TPP total (intended − unintended)")
-    axes[0].set_title("TPP metric")
-    _vs_threshold(axes[1], tpp_all, "tpp_intended")
-    _vs_threshold(axes[1], tpp_all, "tpp_unintended", ls="--", legend_suffix=" (unintended)")
-    axes[1].set_ylabel("accuracy drop")
-    axes[1].set_title("Intended (solid) vs unintended (dashed)")
-    sel = tpp_all.assign(selectivity=tpp_all["tpp_intended"] / tpp_all["tpp_unintended"].abs().clip(lower=1e-3))
-    _vs_threshold(axes[2], sel, "selectivity")
-    axes[2].set_yscale("log")
-    axes[2].set_ylabel("selectivity: intended / |unintended|")
-    axes[2].set_title("Selectivity")
-    _heatmap(axes[3], tpp_all, "tpp_total", "TPP total")
-    handles, labels_ = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels_, loc="lower center", ncol=6, bbox_to_anchor=(0.5, -0.16), fontsize=8)
-    fig.tight_layout()
+    from matplotlib.lines import Line2D
+
+    if selectivity not in ("share", "ratio"):
+        raise ValueError(f"selectivity must be 'share' or 'ratio', got {selectivity!r}")
+    ks = sorted(tpp_all["sae_k"].unique())
+    archs = _arch_order(tpp_all)
+    fig, panels, heat, cax, leg = _scr_tpp_grid(ks)
+    denom = tpp_all["tpp_intended"].abs() + tpp_all["tpp_unintended"].abs()
+    share = tpp_all.assign(selectivity=(tpp_all["tpp_intended"] / denom).where(denom > 1e-4))
+    n_masked = n_off = 0
+    for i, k in enumerate(ks):
+        ax = panels[i, 0]
+        drawn = _per_k_panel(ax, tpp_all, "tpp_total", k, archs=archs, paper=paper, paper_metric="tpp_total")
+        n_off += _robust_ylim(ax, drawn)[1]
+        ax.set_title(f"TPP total, k={k}", fontsize=9.5)
+        ax.set_ylabel("TPP total: intended −\nunintended (accuracy drop)", fontsize=8.5)
+        ax = panels[i, 1]
+        d1 = _per_k_panel(ax, tpp_all, "tpp_intended", k, archs=archs)
+        d2 = _per_k_panel(ax, tpp_all, "tpp_unintended", k, archs=archs, ls="--")
+        n_off += _robust_ylim(ax, d1 + d2)[1]
+        ax.set_title(f"Intended (solid), unintended (dashed), k={k}", fontsize=9)
+        ax.set_ylabel("accuracy drop (fraction)", fontsize=8.5)
+        ax = panels[i, 2]
+        if selectivity == "share":
+            drawn = _per_k_panel(ax, share, "selectivity", k, archs=archs)
+            ax.axhline(0.5, color="#888", lw=0.8, ls="--", zorder=0)
+            n_off += _robust_ylim(ax, drawn, include=(0.5, 1.0))[1]
+            ax.set_ylabel("intended / (|intended| + |unintended|)", fontsize=8)
+            ax.set_title(f"Selectivity share, k={k} (dashed: none)", fontsize=9.5)
+        else:
+            sub = tpp_all[tpp_all["sae_k"] == k]
+            for a_i, arch in enumerate(archs):
+                g = sub[sub.architecture == arch].groupby("n")[["tpp_intended", "tpp_unintended"]].mean().reset_index()
+                keep = g["tpp_unintended"].abs() >= ratio_floor
+                n_masked += int((~keep).sum())
+                g = g[keep]
+                x = g["n"].to_numpy(dtype=float) * 2 ** (0.07 * (a_i - (len(archs) - 1) / 2))
+                ax.plot(x, g["tpp_intended"] / g["tpp_unintended"].abs(), marker=MARKERS.get(arch, "o"), ms=5,
+                        color=color(arch))
+            ax.set_xscale("log")
+            ns = sorted(int(n) for n in tpp_all["n"].unique())
+            ax.set_xticks(ns)
+            ax.set_xticklabels([str(n) for n in ns], fontsize=8)
+            ax.minorticks_off()
+            ax.set_xlabel("latents ablated N (log scale)")
+            ax.set_yscale("log")
+            plain = matplotlib.ticker.FuncFormatter(lambda t, _: f"{t:g}")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+                lambda t, _: f"{t:g}" if f"{t:g}".lstrip("0.")[:1] in ("2", "5") else ""))
+            ax.axhline(1.0, color="#888", lw=0.8, ls="--", zorder=0)
+            ax.set_ylabel("intended / |unintended| (seed means)", fontsize=8)
+            ax.set_title(f"Selectivity ratio, k={k}", fontsize=9.5)
+        if i < len(ks) - 1:
+            for a in panels[i]:
+                a.set_xlabel("")
+    if selectivity == "ratio" and n_masked:
+        panels[-1, 2].text(0.02, 0.02, f"{n_masked} points with |unintended| < {ratio_floor:g} left out",
+                           transform=panels[-1, 2].transAxes, fontsize=7, color="#555")
+    _heatmap(heat, tpp_all, "tpp_total", "TPP total (seed mean)", "TPP total (accuracy drop)", cmap="rocket_r",
+             center=None, cax=cax)
+    extra = [Line2D([], [], color="#444", ls="-", marker="o", ms=4, label="intended (middle panels)"),
+             Line2D([], [], color="#444", ls="--", marker="o", mfc="white", ms=4, label="unintended (middle panels)")]
+    _legend_panel(leg, _legend_handles(archs, paper is not None, _n_seeds(tpp_all), extra), n_off)
     return fig
 
 
@@ -505,51 +866,146 @@ def feature_pair(rep_a, rep_b, arch_a: str, arch_b: str):
 # --------------------------------------------------------------------------------------------- #
 # Chapter 9: latent space
 # --------------------------------------------------------------------------------------------- #
-def token_tsne_panels(emb: dict[str, pd.DataFrame], arch_of: dict[str, str]):
-    """Token-space t-SNE per SAE: scatter coloured by L0 within kept latents, and a hexbin density."""
-    fig, axes = plt.subplots(2, len(emb), figsize=(PAGE_WIDTH, 8.0), squeeze=False)
+def _categories(values: pd.Series, max_categories: int) -> pd.Series:
+    """The ``max_categories - 1`` most frequent values, the rest as ``"other"``."""
+    s = values.astype(str)
+    top = s.value_counts()
+    if len(top) > max_categories:
+        keep = set(top.index[: max_categories - 1])
+        s = s.where(s.isin(keep), "other")
+    return s
+
+
+def token_tsne_panels(emb: dict[str, pd.DataFrame], arch_of: dict[str, str], *, color_by: str | None = "source",
+                      max_categories: int = 10):
+    """Token-space t-SNE per SAE: a scatter coloured by the categorical column ``color_by`` of each
+    frame (default ``"source"``: the corpus / document source of the token; one legend, the same
+    colour for a category in every panel) and a hexbin density below.
+
+    Without that column (or with ``color_by=None``) the scatter is coloured by ``l0`` (active kept
+    latents per token) when present. At most ``max_categories`` categories, the rarest merged into
+    "other"; points are drawn in a random order so that no category hides another.
+    """
+    frames = list(emb.values())
+    cat = color_by is not None and len(frames) > 0 and all(color_by in df.columns for df in frames)
+    if cat:
+        allv = _categories(pd.concat([df[color_by] for df in frames], ignore_index=True), max_categories)
+        cats = list(allv.value_counts().index)
+        if "other" in cats:
+            cats = [c for c in cats if c != "other"] + ["other"]
+        pal = dict(zip(cats, sns.color_palette("tab10" if len(cats) <= 10 else "tab20", len(cats))))
+        if "other" in pal:
+            pal["other"] = (0.6, 0.6, 0.6)
+        keep = set(cats) - {"other"}
+    fig, axes = plt.subplots(2, len(emb), figsize=(PAGE_WIDTH, 8.4 if cat else 8.0), squeeze=False)
     for j, (name, df) in enumerate(emb.items()):
         ax = axes[0, j]
-        sc = ax.scatter(df["x"], df["y"], c=df.get("l0", None), s=2, cmap="viridis", alpha=0.7)
-        if "l0" in df:
-            fig.colorbar(sc, ax=ax, label="active kept latents")
-        ax.set_title(f"{name}: {len(df):,} tokens", color=color(arch_of[name]))
-        ax.set_xlabel("t-SNE 1")
-        ax.set_ylabel("t-SNE 2")
+        if cat:
+            c = df[color_by].astype(str)
+            c = c.where(c.isin(keep), "other")
+            order = np.random.default_rng(0).permutation(len(df))
+            ax.scatter(df["x"].to_numpy()[order], df["y"].to_numpy()[order], c=[pal[v] for v in c.to_numpy()[order]],
+                       s=3, alpha=0.7, lw=0, rasterized=True)
+            ax.set_title(f"{name}: {len(df):,} tokens, coloured by {color_by}", color=color(arch_of.get(name, "")),
+                         fontsize=10)
+        else:
+            has_l0 = "l0" in df
+            sc = ax.scatter(df["x"], df["y"], c=df["l0"] if has_l0 else color(arch_of.get(name, "")), s=2,
+                            cmap="viridis" if has_l0 else None, alpha=0.7, rasterized=True)
+            if has_l0:
+                fig.colorbar(sc, ax=ax, label="active kept latents per token")
+            ax.set_title(f"{name}: {len(df):,} tokens", color=color(arch_of.get(name, "")))
+        ax.set_xlabel("t-SNE 1 (arbitrary units)")
+        ax.set_ylabel("t-SNE 2 (arbitrary units)")
         ax = axes[1, j]
         hb = ax.hexbin(df["x"], df["y"], gridsize=40, cmap="magma", mincnt=1)
         fig.colorbar(hb, ax=ax, label="tokens per cell")
-        ax.set_xlabel("t-SNE 1")
-        ax.set_ylabel("t-SNE 2")
-        ax.set_title("density")
-    fig.tight_layout()
+        ax.set_xlabel("t-SNE 1 (arbitrary units)")
+        ax.set_ylabel("t-SNE 2 (arbitrary units)")
+        ax.set_title("token density")
+    if cat:
+        from matplotlib.lines import Line2D
+
+        counts = allv.value_counts()
+        hs = [Line2D([], [], ls="none", marker="o", ms=7, color=pal[c], label=f"{c} ({counts.get(c, 0):,})") for c in cats]
+        fig.tight_layout(rect=(0, 0, 1, 0.93 if len(hs) > 6 else 0.95))
+        fig.legend(handles=hs, loc="upper center", ncol=min(len(hs), 6), fontsize=8.5, frameon=False,
+                   bbox_to_anchor=(0.5, 1.0), title=f"{color_by} (tokens, all panels)", title_fontsize=9)
+    else:
+        fig.tight_layout()
     return fig
 
 
+def _separate_tags(ax, tags, iterations: int = 30) -> None:
+    """Nudge overlapping annotations (offset in points) apart vertically; a moved tag gets a leader line."""
+    renderer = ax.figure.canvas.get_renderer()
+    to_pts = 72.0 / ax.figure.dpi
+    for _ in range(iterations):
+        boxes = [t.get_window_extent(renderer) for t in tags]
+        moved = False
+        for i in range(len(tags)):
+            for j in range(i + 1, len(tags)):
+                a, b = boxes[i], boxes[j]
+                if a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1:
+                    up = j if (b.y0 + b.y1) >= (a.y0 + a.y1) else i
+                    other = boxes[i if up == j else j]
+                    dx, dy = tags[up].xyann
+                    shift = (other.y1 - boxes[up].y0 + 2) * to_pts
+                    tags[up].xyann = (dx, dy + shift)
+                    boxes[up] = tags[up].get_window_extent(renderer)
+                    moved = True
+        if not moved:
+            break
+    for t in tags:
+        if abs(t.xyann[1]) > 0.5:
+            ax.annotate("", t.xy, xytext=t.xyann, textcoords="offset points",
+                        arrowprops=dict(arrowstyle="-", color="#333", lw=0.7, shrinkA=4, shrinkB=0))
+
+
 def feature_tsne_panels(feat: pd.DataFrame, name: str, arch: str):
-    """The paper's 1×4 feature-space figure for one SAE: clusters, utilisation, activation, per-cluster use."""
-    fig, axes = plt.subplots(1, 4, figsize=(PAGE_WIDTH * 1.3, 3.4))
+    """The paper's 1×4 feature-space figure for one SAE: clusters, utilisation, activation, per-cluster use.
+
+    Each cluster is numbered once, at its centre (k-means on the 2-D embedding keeps the centres
+    apart), in the colour its bar has in the last panel; the latent count of a cluster is in its
+    x tick label rather than over the bar, so no label overlaps another.
+    """
+    clusters = sorted(int(c) for c in feat["cluster"].unique())
+    cmap = plt.get_cmap("tab10" if len(clusters) <= 10 else "tab20")
+    ccol = {c: cmap(i % cmap.N) for i, c in enumerate(clusters)}
+    fig, axes = plt.subplots(1, 4, figsize=(PAGE_WIDTH * 1.2, 3.6), gridspec_kw={"width_ratios": [1, 1.15, 1.15, 1.1]})
     ax = axes[0]
-    sc = ax.scatter(feat["x"], feat["y"], c=feat["cluster"], cmap="tab10", s=8)
+    ax.scatter(feat["x"], feat["y"], c=[ccol[int(c)] for c in feat["cluster"]], s=6, lw=0, rasterized=True)
+    tags = [ax.annotate(str(int(c)), (g["x"].median(), g["y"].median()), xytext=(0, 0), textcoords="offset points",
+                        ha="center", va="center", fontsize=8, fontweight="bold", color="black",
+                        bbox=dict(boxstyle="round,pad=0.15", fc="white", ec=ccol[int(c)], lw=1, alpha=0.85))
+            for c, g in feat.groupby("cluster")]
+    fig.tight_layout()
+    _separate_tags(ax, tags)
     ax.set_title(f"{name}: {len(feat)} latents, k-means clusters", fontsize=9, color=color(arch))
     ax = axes[1]
-    sc = ax.scatter(feat["x"], feat["y"], c=np.log10(feat["utilization"].clip(lower=1e-6)), cmap="viridis", s=8)
-    fig.colorbar(sc, ax=ax, label="log10 utilisation")
+    sc = ax.scatter(feat["x"], feat["y"], c=np.log10(feat["utilization"].clip(lower=1e-6)), cmap="viridis", s=6, lw=0,
+                    rasterized=True)
+    fig.colorbar(sc, ax=ax, label="log10 firing density")
     ax.set_title("utilisation (firing density)", fontsize=9)
     ax = axes[2]
-    sc = ax.scatter(feat["x"], feat["y"], c=feat["mean_activation"], s=4 + 400 * feat["utilization"], cmap="plasma", alpha=0.7)
+    u = feat["utilization"].to_numpy(dtype=float)
+    size = 3 + 60 * u / max(float(u.max()), 1e-12)
+    order = np.argsort(-size)  # small points on top of large ones
+    sc = ax.scatter(feat["x"].to_numpy()[order], feat["y"].to_numpy()[order], c=feat["mean_activation"].to_numpy()[order],
+                    s=size[order], cmap="plasma", alpha=0.7, lw=0, rasterized=True)
     fig.colorbar(sc, ax=ax, label="mean activation when firing")
-    ax.set_title("activation (size = utilisation)", fontsize=9)
+    ax.set_title("activation (size ∝ utilisation)", fontsize=9)
     for a in axes[:3]:
-        a.set_xlabel("t-SNE 1")
-        a.set_ylabel("t-SNE 2")
+        a.set_xlabel("t-SNE 1 (arbitrary units)")
+        a.set_ylabel("t-SNE 2 (arbitrary units)")
     ax = axes[3]
     cu = feat.groupby("cluster").agg(n=("latent", "size"), u=("utilization", "mean")).reset_index()
-    ax.bar(cu["cluster"].astype(str), cu["u"], color=color(arch))
-    for _, r in cu.iterrows():
-        ax.text(str(int(r["cluster"])), r["u"], f"n={int(r['n'])}", ha="center", va="bottom", fontsize=7)
-    ax.set_xlabel("cluster")
-    ax.set_ylabel("mean utilisation")
+    x = np.arange(len(cu))
+    ax.bar(x, cu["u"], color=[ccol[int(c)] for c in cu["cluster"]])
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{int(c)}\n{int(n)}" for c, n in zip(cu["cluster"], cu["n"])], fontsize=7.5)
+    ax.set_xlabel("cluster (number above, latents in it below)", fontsize=8.5)
+    ax.set_ylabel("mean utilisation (firing density)", fontsize=8.5)
     ax.set_title("utilisation per cluster", fontsize=9)
     fig.tight_layout()
     return fig
@@ -588,18 +1044,68 @@ def _variant_color(name: str) -> str:
     return color("vsae" if n.startswith("vsae") else "topk")
 
 
-def variant_bars(df: pd.DataFrame, names: list[str], title: str, metrics=tuple(BEYOND_METRICS)):
-    """One panel per metric, one bar per variant (``df``: one row per variant, column ``sae``)."""
+def _identical_groups(values, tol: float = 1e-9) -> list[list[int]]:
+    """Indices of bars whose values agree to ``tol`` (groups of two or more)."""
+    v = np.asarray(values, dtype=float)
+    groups, seen = [], set()
+    for i in range(len(v)):
+        if i in seen or not np.isfinite(v[i]):
+            continue
+        g = [j for j in range(i, len(v)) if j not in seen and np.isfinite(v[j]) and abs(v[j] - v[i]) <= tol]
+        seen.update(g)
+        if len(g) > 1:
+            groups.append(g)
+    return groups
+
+
+def variant_bars(df: pd.DataFrame, names: list[str], title: str, metrics=tuple(BEYOND_METRICS), *, tol: float = 1e-9):
+    """One panel per metric, one bar per variant (``df``: one row per variant, column ``sae``).
+
+    Every bar carries its value, so that small differences are visible; bars that agree to ``tol``
+    are bracketed as "identical", and a note under the figure names variants that agree on every
+    metric (the two runs gave the same values).
+    """
+    import textwrap
+
     d = df.set_index("sae").loc[names]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(PAGE_WIDTH * 1.2, 3.2))
-    for ax, m in zip(np.atleast_1d(axes), metrics):
-        ax.bar(range(len(names)), d[m], color=[_variant_color(n) for n in names])
+    metrics = list(metrics)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(PAGE_WIDTH, 3.9))
+    axes = np.atleast_1d(axes)
+    for ax, m in zip(axes, metrics):
+        vals = d[m].to_numpy(dtype=float)
+        bars = ax.bar(range(len(names)), vals, color=[_variant_color(n) for n in names], width=0.7)
+        ax.bar_label(bars, labels=[f"{v:.4f}" if np.isfinite(v) else "n/a" for v in vals], fontsize=7.5, padding=2)
+        fin = vals[np.isfinite(vals)]
+        top, bot = max(fin.max() if fin.size else 0.0, 0.0), min(fin.min() if fin.size else 0.0, 0.0)
+        span = (top - bot) or 1.0
+        groups = _identical_groups(vals, tol)
+        ax.set_ylim(bot - (0.15 * span if bot < 0 else 0), top + (0.42 if groups else 0.15) * span)
+        for g in groups:
+            y = max(vals[g].max(), 0) + 0.2 * span
+            ax.plot([g[0], g[0], g[-1], g[-1]], [y - 0.04 * span, y, y, y - 0.04 * span], color="#333", lw=1)
+            ax.text((g[0] + g[-1]) / 2, y + 0.02 * span, "identical", ha="center", va="bottom", fontsize=8,
+                    color="#333", fontweight="bold")
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels([n.replace(" (", "\n(") for n in names], rotation=30, ha="right", fontsize=7)
+        wrap = max(8, int(33 / max(len(names), 1)))  # characters per line that fit one bar's slot
+        ax.set_xticklabels(["\n".join(textwrap.wrap(n, wrap, break_long_words=False)) for n in names], fontsize=7.5)
         ax.set_ylabel(BEYOND_METRICS.get(m, m))
-        ax.set_title(BEYOND_METRICS.get(m, m), fontsize=9)
+        ax.set_title(BEYOND_METRICS.get(m, m), fontsize=9.5)
+        ax.axhline(0, color="#888", lw=0.8)
+    same = []
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            a, b = d.iloc[i][metrics].to_numpy(dtype=float), d.iloc[j][metrics].to_numpy(dtype=float)
+            if np.all(np.abs(a - b) <= tol):
+                same.append((names[i], names[j]))
     fig.suptitle(title)
-    fig.tight_layout()
+    if same:
+        note = "; ".join(f"“{a}” and “{b}”" for a, b in same)
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+        fig.text(0.5, 0.01, "\n".join(textwrap.wrap(
+            f"{note} gave identical values on all {len(metrics)} metrics (to {tol:g}): the runs produced the same numbers.",
+            150)), ha="center", va="bottom", fontsize=8.5, color="#a02020")
+    else:
+        fig.tight_layout()
     return fig
 
 

@@ -1,0 +1,297 @@
+"""Fast unit tests of the book build's pure parts: the dirty-tree check (a temporary git repo),
+progress collapsing on realistic captured streams, the whole-book time estimate, the checks on
+executed notebooks, and the build record."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from vsae import book, report
+
+
+# --------------------------------------------------------------------------------------------
+# dirty tree
+# --------------------------------------------------------------------------------------------
+def _git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture()
+def repo(tmp_path):
+    r = tmp_path / "repo"
+    (r / "src").mkdir(parents=True)
+    (r / "book" / "chapters").mkdir(parents=True)
+    (r / "notebooks").mkdir()
+    (r / "src" / "code.py").write_text("x = 1\n")
+    (r / "book" / "chapters" / "01_a.ipynb").write_text("{}\n")
+    (r / "notebooks" / "01_a.ipynb").write_text("{}\n")
+    (r / "notebooks" / "01_a.py").write_text("# %%\n")
+    _git(r, "init", "-q")
+    _git(r, "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    _git(r, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    return r
+
+
+def test_clean_tree_gives_the_plain_sha(repo):
+    sha = report.head_commit(repo)
+    assert len(sha) >= 7 and report.dirty_files(repo) == []
+    assert book.provenance_commit(book.DEFAULT_PROFILE, root=repo) == sha
+    assert report.tree_commit(repo) == sha
+
+
+def test_build_outputs_and_untracked_files_do_not_make_the_tree_dirty(repo):
+    (repo / "book" / "chapters" / "01_a.ipynb").write_text('{"new": 1}\n')  # the build's own output
+    (repo / "notebooks" / "01_a.ipynb").write_text('{"synced": 1}\n')  # jupytext pairing
+    (repo / "untracked.txt").write_text("scratch\n")
+    assert report.dirty_files(repo) == []
+    assert book.provenance_commit(book.DEFAULT_PROFILE, root=repo) == report.head_commit(repo)
+
+
+def test_dirty_tree_is_refused_for_the_committed_chapters(repo, capsys):
+    (repo / "src" / "code.py").write_text("x = 2\n")
+    (repo / "notebooks" / "01_a.py").write_text("# %%\nchanged\n")
+    assert sorted(report.dirty_files(repo)) == ["notebooks/01_a.py", "src/code.py"]
+    sha = report.head_commit(repo)
+    with pytest.raises(SystemExit) as e:
+        book.provenance_commit(book.DEFAULT_PROFILE, root=repo)
+    msg = str(e.value)
+    assert "dirty" in msg and "commit or stash" in msg and "--allow-dirty" in msg and "src/code.py" in msg
+    # --allow-dirty: runs, loudly, and records +dirty
+    assert book.provenance_commit(book.DEFAULT_PROFILE, allow_dirty=True, root=repo) == sha + "+dirty"
+    assert "WARNING" in capsys.readouterr().err
+    # staged profiles never refuse, they record +dirty
+    assert book.provenance_commit("smoke", root=repo) == sha + "+dirty"
+    assert report.tree_commit(repo) == sha + "+dirty"
+
+
+def test_staged_change_counts_as_dirty(repo):
+    (repo / "src" / "code.py").write_text("x = 3\n")
+    _git(repo, "add", "src/code.py")
+    assert report.dirty_files(repo) == ["src/code.py"]
+
+
+def test_porcelain_parsing():
+    porcelain = " M src/a.py\nM  book/chapters/04_core.ipynb\nR  old.py -> src/new.py\n M notebooks/04_core.ipynb\n"
+    assert report.dirty_files(porcelain=porcelain) == ["src/a.py", "src/new.py"]
+
+
+def test_tree_change_is_reported(repo):
+    before = book.tree_snapshot(repo)
+    assert book.tree_change(before, book.tree_snapshot(repo)) is None
+    (repo / "src" / "code.py").write_text("x = 4\n")
+    assert "modified: src/code.py" in book.tree_change(before, book.tree_snapshot(repo))
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "second")
+    assert "HEAD moved" in book.tree_change(before, book.tree_snapshot(repo))
+
+
+def test_recorded_commit_wins_over_head(monkeypatch):
+    monkeypatch.setenv(report.COMMIT_ENV, "abc1234")
+    assert report.git_commit() == "abc1234"
+    monkeypatch.delenv(report.COMMIT_ENV)
+    assert report.git_commit() != "abc1234"
+
+
+# --------------------------------------------------------------------------------------------
+# progress collapsing
+# --------------------------------------------------------------------------------------------
+def _kernel_outputs(writes: list[str], name: str = "stderr") -> list[dict]:
+    """What nbclient stores: one stream output per message the kernel sent."""
+    return [{"output_type": "stream", "name": name, "text": w} for w in writes]
+
+
+def _bar(desc, n, total, t="00:01", rate="3.9ktok/s"):
+    pct = int(100 * n / total)
+    fill = "█" * (pct // 10)
+    return f"{desc}: {pct:3d}%|{fill:<10}| {n}k/{total}k [{t}<00:10, {rate}]"
+
+
+def test_collapse_a_realistic_chapter_stream():
+    """The shape of 02_data's harvest cell: each tqdm refresh a separate stream output starting with \\r,
+    a close with two 100% states, a log line, then a second bar; a DataFrame after them."""
+    d1, d2 = "harvest smollm2-135m blocks.9.hook_resid_post offline/train", "harvest ... offline/eval"
+    writes = ["\r" + _bar(d1, 0, 288)] + ["\r" + _bar(d1, n, 288) for n in range(4, 289, 4)]
+    writes += ["\r" + _bar(d1, 288, 288, rate="3.99ktok/s"), "\n",
+               "harvested 288,000 tokens ... in 74.2 s (3,994 tok/s), peak RSS 1.49 GB -> $VSAE_HOME/store/acts/7de\n"]
+    writes += ["\r" + _bar(d2, n, 32) for n in range(0, 33, 4)] + ["\n", "harvested 32,768 tokens\n"]
+    outputs = _kernel_outputs(writes)
+    outputs.insert(40, {"output_type": "stream", "name": "stdout", "text": "a print in between\n"})
+    outputs.append({"output_type": "execute_result", "data": {"text/plain": "table"}, "metadata": {},
+                    "execution_count": 6})
+    merged = book.merge_streams(outputs)
+    kinds = [(o["output_type"], o.get("name")) for o in merged]
+    assert kinds == [("stream", "stderr"), ("stream", "stdout"), ("execute_result", None)]
+    lines = merged[0]["text"].splitlines()
+    assert lines == [_bar(d1, 288, 288, rate="3.99ktok/s"), lines[1], _bar(d2, 32, 32), "harvested 32,768 tokens"]
+    assert lines[1].startswith("harvested 288,000 tokens")
+    assert "\r" not in merged[0]["text"]
+
+
+def test_collapse_bar_updates_captured_as_lines():
+    """A stream whose \\r were already lost (old builds): adjacent states of one bar collapse to the last."""
+    text = "\n".join([_bar("training 3 SAE(s)", n, 50) for n in range(0, 51, 5)] + ["done", _bar("eval", 1, 2), _bar("eval", 2, 2)])
+    assert book.collapse_progress(text).splitlines() == [_bar("training 3 SAE(s)", 50, 50), "done", _bar("eval", 2, 2)]
+
+
+def test_merge_legacy_outputs_whose_carriage_returns_were_stripped():
+    """Chapters cleaned by the old per-output collapse: one output per refresh, no \r, no newline."""
+    d = "harvest x offline/train"
+    outputs = _kernel_outputs([_bar(d, n, 8) for n in range(0, 9, 2)] + ["\n", "harvested 8 tokens\n"])
+    once = book.merge_streams(outputs)
+    assert once[0]["text"] == _bar(d, 8, 8) + "\nharvested 8 tokens\n"
+    assert book.merge_streams(once) == once  # idempotent
+
+
+def test_collapse_keeps_separate_finished_bars_and_drops_cleared_ones():
+    a1, a2 = _bar("round", 10, 10, t="00:01"), _bar("round", 20, 20, t="00:02")
+    cleared = "\r" + _bar("tmp", 1, 4) + "\r" + " " * 60 + "\r"
+    text = "\r" + a1 + "\n\r" + a2 + "\n" + cleared + "\nlog line\n"
+    assert book.collapse_progress(text).splitlines() == [a1, a2, "log line"]
+
+
+def test_collapse_leaves_ordinary_text_alone():
+    text = "line 1\nline 2 | with | pipes 3/4 [x]\n\nlast"
+    assert book.collapse_progress(text) == text
+
+
+def test_terminal_overwrite_semantics():
+    assert book._terminal_line("abc\rX") == ("Xbc", True)
+    assert book._terminal_line("ab\bc") == ("ac", False)
+
+
+# --------------------------------------------------------------------------------------------
+# cleaning executed notebooks
+# --------------------------------------------------------------------------------------------
+def _nb(cells):
+    return {"cells": cells, "metadata": {"papermill": {"input_path": "/x/notebooks/a.ipynb", "duration": 3.0}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+def _code(outputs=(), tags=(), n=1):
+    return {"cell_type": "code", "execution_count": n, "source": "", "outputs": list(outputs),
+            "metadata": {"tags": list(tags), "papermill": {"duration": 1}}}
+
+
+def test_clean_notebook_tags_parameters_remove_cell_and_relativises_paths():
+    home = str(book.vsae_home())
+    nb = _nb([_code(tags=["parameters", "hide-input"]), _code(tags=["injected-parameters"]),
+              _code([{"output_type": "stream", "name": "stderr", "text": f"saved -> {home}/store/acts/1\n"},
+                     {"output_type": "display_data", "metadata": {},
+                      "data": {"text/plain": f"{book.REPO_ROOT}/book/chapters/figures/a.png",
+                               "image/png": "iVBORw0KGgo/home/x"}}])])
+    book.clean_notebook(nb)
+    assert nb["cells"][0]["metadata"]["tags"] == ["parameters", "remove-cell"]
+    assert nb["cells"][1]["metadata"]["tags"] == ["injected-parameters", "remove-cell"]
+    assert "papermill" not in nb["cells"][2]["metadata"] and "duration" not in nb["metadata"]["papermill"]
+    outs = nb["cells"][2]["outputs"]
+    assert outs[0]["text"] == "saved -> $VSAE_HOME/store/acts/1\n"
+    assert outs[1]["data"]["text/plain"] == "book/chapters/figures/a.png"
+    assert outs[1]["data"]["image/png"] == "iVBORw0KGgo/home/x"  # images untouched
+
+
+# --------------------------------------------------------------------------------------------
+# checks on executed notebooks (what tests/test_provenance.py runs on the committed chapters)
+# --------------------------------------------------------------------------------------------
+def _header(commit):
+    return {"output_type": "display_data", "metadata": {},
+            "data": {"text/markdown": f"**Profile** `offline` · **commit** `{commit}`", "text/plain": "<Markdown>"}}
+
+
+def test_provenance_checks_on_hand_made_notebooks():
+    good = _nb([_code([_header("abc1234")]), _code([{"output_type": "stream", "name": "stderr", "text": "bar 100%\n"}])])
+    assert book.header_commits(good) == ["abc1234"]
+    assert book.provenance_problems({"01_a": good, "02_b": good}) == []
+
+    dirty = _nb([_code([_header("abc1234+dirty")])])
+    other = _nb([_code([_header("def5678")])])
+    none = _nb([_code()])
+    warn = _nb([_code([_header("abc1234")]),
+                _code([{"output_type": "stream", "name": "stderr",
+                        "text": "/work/main/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress "
+                                "not found.\n  from .autonotebook import tqdm as notebook_tqdm\n"}], n=4)])
+    path = _nb([_code([_header("abc1234")]),
+                _code([{"output_type": "execute_result", "metadata": {}, "execution_count": 2,
+                        "data": {"text/html": "<td>/root/.cache/x</td>", "image/png": "/home/abc"}}], n=2)])
+    problems = book.provenance_problems({"01_a": good, "02_dirty": dirty, "03_other": other, "04_none": none,
+                                         "05_warn": warn, "06_path": path})
+    text = "\n".join(problems)
+    assert "02_dirty: built from a dirty tree (commit abc1234+dirty)" in text
+    assert "04_none: no '**commit**" in text
+    assert "different commits" in text and "def5678: 03_other" in text
+    assert "05_warn cell 1 [In 4] stream stderr: machine path (/work/, site-packages, .venv/)" in text
+    assert "05_warn cell 1 [In 4] stream stderr: warning:" in text and "TqdmWarning" in text
+    assert "06_path cell 1 [In 2] execute_result text/html: machine path (/root/)" in text
+    assert "/home/" not in text  # image data is not searched
+    assert len([p for p in problems if p.startswith("05_warn")]) == 2  # one line per output and kind
+
+
+# --------------------------------------------------------------------------------------------
+# whole-book progress and the build record
+# --------------------------------------------------------------------------------------------
+def test_estimate_remaining():
+    prev = {"01": 60.0, "02": 120.0, "03": 600.0}
+    assert book.estimate_remaining(["01", "02", "03"], prev) == 780.0
+    assert book.estimate_remaining([], prev) == 0.0
+    assert book.estimate_remaining(["01"], {}) is None
+    # this build runs twice as slow as the last one so far
+    assert book.estimate_remaining(["03"], prev, done={"01": 120.0, "02": 240.0}) == 1200.0
+    # a new chapter counts as the mean known one; the speed-up ratio is clipped to [0.25, 4]
+    assert book.estimate_remaining(["03", "new"], prev, done={"01": 6000.0}) == 4 * (600 + 260)
+
+
+def test_progress_line():
+    line = book.progress_line(4, 12, "04_core", 12.3 * 60, 40 * 60)
+    assert line == "[vsae.book] chapter 4/12 04_core · elapsed 12.3 min · est. remaining 40 min"
+    assert "est. remaining ?" in book.progress_line(1, 12, "01_introduction", 0.0, None)
+
+
+def test_build_record_roundtrip(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSAE_HOME", str(tmp_path))
+    assert report.build_record("smoke") == {}
+    rec = {"profile": "smoke", "commit": "abc1234", "chapters": [{"chapter": "01_a", "seconds": 3.0,
+                                                                  "kernels_peak_rss_mb": 900.0}],
+           "site_seconds": 2.0, "total_seconds": 5.5, "peak_rss_build_mb": 100.0, "peak_rss_kernels_mb": 900.0}
+    book._write_record("smoke", rec)
+    assert report.build_record("smoke") == rec
+    assert report.build_record_path("smoke") == tmp_path / "timings" / "smoke" / "build.json"
+    # the chapters' own timing records sit next to it and ignore it
+    (tmp_path / "timings" / "smoke" / "01_a.json").write_text(json.dumps({"chapter": "01_a", "seconds": 2.0}))
+    assert [r["chapter"] for r in report.chapter_timings("smoke")] == ["01_a"]
+    assert book.previous_times("smoke") == {"01_a": 3.0}  # the build's own wall time wins
+    table = book.timing_table(rec)
+    assert "01_a" in table and "site (jupyter-book)" in table and "peak RSS" in table
+
+
+def test_build_prints_progress_and_writes_the_record(tmp_path, monkeypatch, capsys):
+    """build() with the chapter execution and the site faked: progress lines, table, record, commit env."""
+    monkeypatch.setenv("VSAE_HOME", str(tmp_path))
+    monkeypatch.delenv(report.COMMIT_ENV, raising=False)
+    names = ["01_a", "02_b", "03_c"]
+    seen = []
+    out_dir = tmp_path / "chapters"
+    out_dir.mkdir()
+    monkeypatch.setattr(book, "chapters", lambda: names)
+    monkeypatch.setattr(book, "chapters_dir", lambda profile: out_dir)
+
+    def fake_execute(name, profile, device="cpu", params=None):
+        import os
+
+        seen.append(os.environ[report.COMMIT_ENV])
+        (out_dir / f"{name}.ipynb").write_text(json.dumps(_nb([_code([_header(seen[-1])])])))
+        return out_dir / f"{name}.ipynb"
+
+    monkeypatch.setattr(book, "execute", fake_execute)
+    monkeypatch.setattr(book, "site", lambda profile: tmp_path / "index.html")
+    book._write_record("smoke", {"chapters": [{"chapter": "01_a", "seconds": 60.0}, {"chapter": "02_b", "seconds": 60.0},
+                                              {"chapter": "03_c", "seconds": 60.0}]})
+    book.build("smoke")
+    out = capsys.readouterr().out
+    assert "[vsae.book] chapter 1/3 01_a · elapsed 0.0 min · est. remaining 3.0 min" in out
+    assert "[vsae.book] chapter 3/3 03_c" in out and "site (jupyter-book)" in out
+    assert len(set(seen)) == 1 and seen[0].split("+")[0] == report.head_commit()  # one commit for every chapter
+    rec = report.build_record("smoke")
+    assert rec["complete"] and rec["finished"] and rec["commit"] == seen[0]
+    assert [r["chapter"] for r in rec["chapters"]] == names
+    assert rec["peak_rss_build_mb"] > 0 and rec["site_seconds"] is not None
