@@ -135,7 +135,7 @@ display(Markdown(verdicts.saturation_sentence({r: core_eval.saturation(c) for r,
 
 # %% tags=["nbval-check-output"]
 noise = core_eval.noise_vs_seeds(metrics, core["noise"])
-noise.pivot(index="run", columns="metric", values="ratio").round(2)
+noise.pivot(index="run", columns="metric", values="ratio").reindex(noise["run"].unique()).round(2)
 
 # %%
 display(Markdown(verdicts.noise_sentence(noise)))
