@@ -115,6 +115,8 @@ def test_scr_saebench_rules():
     assert per.loc["p", "scr_metric"] == pytest.approx(1 / 3)
     assert per.loc["q", "scr_metric"] == 0.0                  # a tie: mean of two zero directions
     all_ = out[out.pair == "ALL"].iloc[0]
+    labelled = scr_saebench(rows.assign(run="TopK k=256", seed=1))
+    assert set(labelled[labelled.pair == "ALL"][["run", "seed"]].itertuples(index=False)) == {("TopK k=256", 1)}
     assert all_["scr_metric"] == pytest.approx(1 / 6) and all_["n_pairs"] == 2
 
 

@@ -573,13 +573,18 @@ def _per_k_panel(ax, df: pd.DataFrame, y: str, k, *, ls="-", paper: pd.DataFrame
             ax.plot(g["n_ablated"].astype(float), g["value"], ls=paper_ls, marker=MARKERS.get(arch, "o"), mfc="none",
                     ms=6, color=color(arch), alpha=0.7, lw=1.1)
             drawn += [(float(xi), float(vi), color(arch)) for xi, vi in zip(g["n_ablated"], g["value"])]
+    _log_n_axis(ax, df["n"])
+    return drawn
+
+
+def _log_n_axis(ax, ns) -> None:
+    """Log x axis with a tick at every number of ablated latents N."""
+    ns = sorted(int(n) for n in pd.unique(pd.Series(ns)))
     ax.set_xscale("log")
-    ns = sorted(int(n) for n in df["n"].unique())
     ax.set_xticks(ns)
     ax.set_xticklabels([str(n) for n in ns], fontsize=8)
     ax.minorticks_off()
     ax.set_xlabel("latents ablated N (log scale)")
-    return drawn
 
 
 def _robust_ylim(ax, drawn, q=(2, 98), pad: float = 0.1, symlog_above: float | None = None, linthresh: float = 1.0,
@@ -769,12 +774,7 @@ def tpp_1x4(tpp_all: pd.DataFrame, paper: pd.DataFrame | None = None, *, selecti
                 x = g["n"].to_numpy(dtype=float) * 2 ** (0.07 * (a_i - (len(archs) - 1) / 2))
                 ax.plot(x, g["tpp_intended"] / g["tpp_unintended"].abs(), marker=MARKERS.get(arch, "o"), ms=5,
                         color=color(arch))
-            ax.set_xscale("log")
-            ns = sorted(int(n) for n in tpp_all["n"].unique())
-            ax.set_xticks(ns)
-            ax.set_xticklabels([str(n) for n in ns], fontsize=8)
-            ax.minorticks_off()
-            ax.set_xlabel("latents ablated N (log scale)")
+            _log_n_axis(ax, tpp_all["n"])
             ax.set_yscale("log")
             plain = matplotlib.ticker.FuncFormatter(lambda t, _: f"{t:g}")
             ax.yaxis.set_major_formatter(plain)

@@ -345,7 +345,7 @@ def scr_saebench(scr: pd.DataFrame) -> pd.DataFrame:
     bt, bs = pairs["biased_on_target"], pairs["biased_on_spurious"]
     pairs["scr_metric"] = np.where(bt < bs, pairs["scr_dir1"],
                                    np.where(bt > bs, pairs["scr_dir2"], 0.5 * (pairs["scr_dir1"] + pairs["scr_dir2"])))
-    keep = [c for c in ("architecture", "sae_k", "seed") if c in pairs.columns]
+    keep = [c for c in ("architecture", "sae_k", "seed", "run") if c in pairs.columns]  # per-SAE labels
     agg = pairs.groupby(["sae", "n"] + keep, as_index=False, sort=False).agg(
         scr_dir1=("scr_dir1", "mean"), scr_dir2=("scr_dir2", "mean"), scr_metric=("scr_metric", "mean"),
         n_pairs=("pair", "nunique"))
