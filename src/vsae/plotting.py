@@ -315,7 +315,7 @@ def alive_vs_tokens(curves: dict[str, pd.DataFrame], arch_of: dict[str, str]):
     """Fraction of latents alive within the first t evaluation tokens (log x), one line per run;
     a flat right end means the count has saturated."""
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.62, 3.4))
-    ks = sorted({r for r in curves}, key=lambda r: (arch_of.get(r, ""), r))
+    ks = sorted(curves, key=lambda r: arch_of.get(r, ""))  # stable: keeps the caller's k order per architecture
     shades = {}
     for arch in set(arch_of.values()):
         runs = [r for r in ks if arch_of.get(r) == arch]
