@@ -156,8 +156,10 @@ def test_collapse_leaves_ordinary_text_alone():
     assert book.collapse_progress(text) == text
 
 
-def test_terminal_overwrite_semantics():
-    assert book._terminal_line("abc\rX") == ("Xbc", True)
+def test_carriage_return_semantics_are_the_notebooks():
+    # a notebook renderer replaces the line after a carriage return (tqdm pads shorter refreshes itself)
+    assert book._terminal_line("abc\rX") == ("X", True)
+    assert book._terminal_line("bar 50%\r       \r") == ("       ", True)  # a leave=False bar, cleared
     assert book._terminal_line("ab\bc") == ("ac", False)
 
 

@@ -134,8 +134,7 @@ _BAR = re.compile(r"^(?P<name>[^|\n]*?):?\s*\d+%\|[^|]*\|\s*(?P<n>[\d.,]+[kMGTP]
 
 
 def _terminal_line(line: str) -> tuple[str, bool]:
-    r"""What a terminal shows for one line with ``\r`` (back to column 0, overwrite) and ``\b``; and
-    whether the line used ``\r``."""
+    r"""What is finally shown of one line with ``\r`` and ``\b``; and whether the line used ``\r``."""
     while "\x08" in line:  # a backspace cancels the character before it
         new = re.sub("[^\x08\n]\x08", "", line, count=1)
         if new == line:
@@ -144,10 +143,11 @@ def _terminal_line(line: str) -> tuple[str, bool]:
     line = line.replace("\x08", "")
     if "\r" not in line:
         return line, False
-    buf = ""
-    for seg in line.split("\r"):
-        buf = seg + buf[len(seg):]
-    return buf, True
+    # as a notebook renders it: text after a carriage return replaces the line (tqdm pads a shorter
+    # refresh with spaces and clears a leave=False bar with spaces, so the last non-empty piece is
+    # what a terminal shows too)
+    segs = [seg for seg in line.split("\r") if seg]
+    return (segs[-1] if segs else ""), True
 
 
 def collapse_progress(text: str) -> str:
