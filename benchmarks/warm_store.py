@@ -35,12 +35,8 @@ def main() -> None:
     stage("headline SAEs", lambda: ex.train(seeds))
     stage("core metrics", lambda: ex.core(seeds))
     stage("probing / SCR / TPP", lambda: ex.pool_evals(seeds))
-    ks = sorted(ex.profile.k_values)
-    k = 256 if 256 in ks else ks[len(ks) // 2]
-    groups = ex.beyond_variants(k)
-    unique = list({ex.sae_dir(v): v for g in groups.values() for v in g}.values())
-    stage("beyond-the-paper runs", lambda: ex.variant_summary(unique))
-    headline = [v for v in ex.headline_variants() if v.k == k]
+    stage("beyond-the-paper runs", ex.beyond)
+    headline = [v for v in ex.headline_variants() if v.k == ex.showcase_k()]
     stage("absorption", lambda: ex.absorption(headline, min_probe_f1=0.3, n_words=ex.profile.absorption_words))
     print(f"[warm] store ready in {(time.time() - t0) / 60:.1f} min")
 

@@ -41,7 +41,8 @@ from vsae.params import Param
 ex, params, timer = chapter.start("11_beyond", globals(), {
     "budget_fraction": Param(float, min=0.01, max=1.0, help="fraction of the headline training steps"),
 })
-k, groups, unique, summary = ex.beyond(budget_fraction)
+beyond = ex.beyond(budget_fraction)
+k, groups, unique, summary = beyond
 print(f"{len(unique)} SAEs at k={k}, {ex.train_config(**unique[0].train_overrides).steps:,} steps each")
 
 # %% [markdown]
@@ -130,7 +131,7 @@ plotting.savefig(plotting.kl_sweep(sweep), "beyond_kl_sweep")
 sweep[["sae", "kl_coeff", "frac_alive", "explained_variance", "ce_loss_score", "tpp_total_20"]].round(4)
 
 # %%
-display(Markdown(ex.mechanism(budget_fraction)))
+display(Markdown(ex.mechanism(budget_fraction, beyond=beyond)))
 
 # %% [markdown]
 # ## 6. Seeds

@@ -168,12 +168,12 @@ class Experiment:
         unique = list({self.sae_dir(v): v for g in groups.values() for v in g}.values())
         return k, groups, unique, self.variant_summary(unique)
 
-    def mechanism(self, budget_fraction: float = 0.25) -> str:
+    def mechanism(self, budget_fraction: float = 0.25, beyond=None) -> str:
         """The book's computed statement on what kills the vSAE's features (from the KL-weight sweep
-        and the TopK run of :meth:`beyond`)."""
+        and the TopK run of :meth:`beyond`; pass its result as ``beyond`` when already at hand)."""
         from .verdicts import mechanism_from_runs
 
-        k, groups, unique, summary = self.beyond(budget_fraction)
+        k, groups, unique, summary = beyond if beyond is not None else self.beyond(budget_fraction)
         steps = self.train_config(**unique[0].train_overrides).steps
         budget = f"k = {k} and {steps:,} training steps ({budget_fraction:.0%} of the headline budget)"
         return mechanism_from_runs(summary, groups["control"][0].name, [v.name for v in groups["kl_sweep"]],

@@ -37,59 +37,50 @@ PROBING_MARGIN = 0.03
 SINGLE_RUN_NOISE_FACTOR = 2.0
 
 
+def _difference(a: Iterable[float], b: Iterable[float], confidence: float) -> dict:
+    """The shared part of every verdict: each side's mean and t-interval half-width, and the
+    difference ``mean(a) - mean(b)`` with its Welch interval (NaN half-width for a single run)."""
+    a, b = _finite(a), _finite(b)
+    out = {"mean_a": _mean(a), "mean_b": _mean(b), "n_a": int(a.size), "n_b": int(b.size),
+           "half_a": stats.t_interval(a, confidence)[1], "half_b": stats.t_interval(b, confidence)[1]}
+    diff = out["mean_a"] - out["mean_b"] if a.size and b.size else np.nan
+    half = stats.welch_interval(a, b, confidence)[1] if a.size >= 2 and b.size >= 2 else np.nan
+    return {**out, "diff": diff, "half": half, "low": diff - half, "high": diff + half, "one_run": not np.isfinite(half)}
+
+
 def compare(a: Iterable[float], b: Iterable[float], expect: str = "greater", noise: float = 0.0,
             confidence: float = 0.95) -> dict:
     """Whether ``mean(a) > mean(b)`` (``expect="greater"``) or ``<`` (``"less"``), with its interval.
 
-    Returns ``mean_a, mean_b, n_a, n_b, diff, half, low, high, verdict, one_run``.
+    Returns ``mean_a, mean_b, n_a, n_b, half_a, half_b, diff, half, low, high, verdict, one_run``.
     """
     if expect not in ("greater", "less"):
         raise ValueError(f"expect must be 'greater' or 'less', got {expect!r}")
-    a = _finite(a)
-    b = _finite(b)
-    out = {"mean_a": _mean(a), "mean_b": _mean(b), "n_a": int(a.size), "n_b": int(b.size)}
-    if a.size == 0 or b.size == 0:
-        return {**out, "diff": np.nan, "half": np.nan, "low": np.nan, "high": np.nan, "verdict": NOT_SEPARATED,
-                "one_run": True}
-    diff = out["mean_a"] - out["mean_b"]
+    r = _difference(a, b, confidence)
     sign = 1.0 if expect == "greater" else -1.0
-    if a.size >= 2 and b.size >= 2:
-        _, half = stats.welch_interval(a, b, confidence)
-        low, high = diff - half, diff + half
-        if sign * low > 0 and sign * high > 0:
-            v = HOLDS
-        elif sign * low < 0 and sign * high < 0:
-            v = REVERSED
-        else:
-            v = NOT_SEPARATED
-        return {**out, "diff": diff, "half": half, "low": low, "high": high, "verdict": v, "one_run": False}
-    if abs(diff) <= noise or diff == 0:
+    if not np.isfinite(r["diff"]):
+        v = NOT_SEPARATED
+    elif not r["one_run"]:
+        lo, hi = sign * r["low"], sign * r["high"]
+        v = HOLDS if lo > 0 and hi > 0 else REVERSED if lo < 0 and hi < 0 else NOT_SEPARATED
+    elif abs(r["diff"]) <= noise or r["diff"] == 0:
         v = NOT_SEPARATED
     else:
-        v = HOLDS if sign * diff > 0 else REVERSED
-    return {**out, "diff": diff, "half": np.nan, "low": np.nan, "high": np.nan, "verdict": v, "one_run": True}
+        v = HOLDS if sign * r["diff"] > 0 else REVERSED
+    return {**r, "verdict": v}
 
 
 def equivalent(a: Iterable[float], b: Iterable[float], margin: float, confidence: float = 0.95) -> dict:
     """Whether ``|mean(a) - mean(b)| < margin`` (an equivalence claim), with the Welch interval."""
-    a, b = _finite(a), _finite(b)
-    out = {"mean_a": _mean(a), "mean_b": _mean(b), "n_a": int(a.size), "n_b": int(b.size)}
-    if a.size == 0 or b.size == 0:
-        return {**out, "diff": np.nan, "half": np.nan, "low": np.nan, "high": np.nan, "verdict": NOT_SEPARATED,
-                "one_run": True}
-    diff = out["mean_a"] - out["mean_b"]
-    if a.size >= 2 and b.size >= 2:
-        _, half = stats.welch_interval(a, b, confidence)
-        low, high = diff - half, diff + half
-        if -margin < low and high < margin:
-            v = HOLDS
-        elif low >= margin or high <= -margin:
-            v = REVERSED
-        else:
-            v = NOT_SEPARATED
-        return {**out, "diff": diff, "half": half, "low": low, "high": high, "verdict": v, "one_run": False}
-    return {**out, "diff": diff, "half": np.nan, "low": np.nan, "high": np.nan,
-            "verdict": HOLDS if abs(diff) < margin else REVERSED, "one_run": True}
+    r = _difference(a, b, confidence)
+    if not np.isfinite(r["diff"]):
+        v = NOT_SEPARATED
+    elif not r["one_run"]:
+        v = (HOLDS if -margin < r["low"] and r["high"] < margin
+             else REVERSED if r["low"] >= margin or r["high"] <= -margin else NOT_SEPARATED)
+    else:
+        v = HOLDS if abs(r["diff"]) < margin else REVERSED
+    return {**r, "verdict": v}
 
 
 def _finite(v) -> np.ndarray:
@@ -231,26 +222,14 @@ def claims_by_k(ours_runs: pd.DataFrame, paper_runs: pd.DataFrame, digits: int =
             "claim": r.claim, "k": r.k,
             "paper (vSAE vs TopK)": "—" if p is None else f"{p.mean_a:.{digits}f} vs {p.mean_b:.{digits}f}",
             "paper verdict": "—" if p is None else (p.verdict + (" (tie)" if p.verdict == NOT_SEPARATED else "")),
-            "ours vSAE": _ci(r.mean_a, ours_runs, r, "a", digits),
-            "ours TopK": _ci(r.mean_b, ours_runs, r, "b", digits),
+            "ours vSAE": stats.fmt(r.mean_a, r.half_a, digits),
+            "ours TopK": stats.fmt(r.mean_b, r.half_b, digits),
             "difference": stats.fmt(r.diff, r.half, digits),
             "ours verdict": r.verdict,
             "agrees": "—" if p is None else ("yes" if p.verdict == r.verdict else "no"),
             "n seeds": f"{r.n_a}+{r.n_b}",
         })
     return pd.DataFrame(rows)
-
-
-def _ci(mean, runs, r, side, digits):
-    claim = next(c for c in CLAIMS if c.key == r.key)
-    ks = str(r.k).split("→")
-    if claim.across_k:
-        k = int(ks[-1]) if side == "a" else int(ks[0])
-        arch = "vsae"
-    else:
-        k, arch = int(ks[0]), ("vsae" if side == "a" else "topk")
-    v = runs.loc[(runs.architecture == arch) & (runs.k == k), r.metric]
-    return stats.fmt(*stats.t_interval(v)[:2], digits=digits)
 
 
 def summarise(table: pd.DataFrame) -> str:
@@ -476,6 +455,6 @@ def seed_lines(seeds: pd.DataFrame, metrics: Sequence[str], expect: dict[str, st
         b = seeds.loc[seeds.architecture == "topk", m]
         r = compare(a, b, (expect or {}).get(m, "greater"))
         sep = "separated" if r["verdict"] != NOT_SEPARATED else "not separated"
-        lines.append(f"* {m}: vSAE {stats.fmt(*stats.t_interval(a)[:2])}, TopK {stats.fmt(*stats.t_interval(b)[:2])}; "
+        lines.append(f"* {m}: vSAE {stats.fmt(r['mean_a'], r['half_a'])}, TopK {stats.fmt(r['mean_b'], r['half_b'])}; "
                      f"difference {stats.fmt(r['diff'], r['half'])}: **{sep}** by the seed spread (95% Welch).")
     return "\n".join(lines)

@@ -615,8 +615,7 @@ def evaluate_core(
                else pd.DataFrame(columns=["sae", "latent", "density", "first_fire"]))
     if per_context and cfg.n_boot:
         b = bootstrap_downstream(pd.DataFrame(per_context), n_boot=cfg.n_boot)
-        noise += [{"source": "CE contexts", **r} for r in b.drop(columns=["n_contexts"]).assign(
-            n_blocks=b["n_contexts"]).to_dict("records")]
+        noise += [{"source": "CE contexts", **r} for r in b.rename(columns={"n_contexts": "n_blocks"}).to_dict("records")]
     noise_df = pd.DataFrame(noise, columns=["sae", "source", "metric", "boot_se", "boot_half", "n_blocks", "n_boot"])
     return CoreResult(pd.DataFrame(rows), density, noise_df)
 
