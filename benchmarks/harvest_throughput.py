@@ -1,6 +1,6 @@
 """Harvest throughput beside a full forward pass, measured in one process on the same tokens.
 
-    .venv/bin/python benchmarks/harvest_throughput.py                  # the two figures of issue 2
+    .venv/bin/python benchmarks/harvest_throughput.py                  # tokens/s of the bridge and of a plain forward hook
     .venv/bin/python benchmarks/harvest_throughput.py --sweep          # SmolLM2 layers x dtypes
     .venv/bin/python benchmarks/harvest_throughput.py --contexts 128 --batch 32
 

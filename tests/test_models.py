@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import vsae.models as M
+from vsae.models import kernels
 from vsae.models import (
     SAEOutput,
     SparsePattern,
@@ -365,11 +366,15 @@ def test_bf16_compute_close_to_fp32():
 
 @pytest.mark.parametrize("aten", [True, False])
 @pytest.mark.parametrize("csr", [True, False])
-def test_sparse_kernels_match_dense(monkeypatch, aten, csr):
-    if aten and not M.USE_ATEN_KERNELS:
+@pytest.mark.parametrize("dense_scatter", [True, False])
+def test_sparse_kernels_match_dense(monkeypatch, aten, csr, dense_scatter):
+    if aten and not kernels.aten_kernels_available():
         pytest.skip("ATen kernels unavailable")
-    monkeypatch.setattr(M, "USE_ATEN_KERNELS", aten)
-    monkeypatch.setattr(M, "USE_CSR", csr and M.USE_CSR)
+    if csr and not kernels.csr_available():
+        pytest.skip("CSR product unavailable")
+    monkeypatch.setattr(kernels.SWITCHES, "aten", aten)
+    monkeypatch.setattr(kernels.SWITCHES, "csr", csr)
+    monkeypatch.setattr(kernels.SWITCHES, "dense_scatter", dense_scatter)
     torch.manual_seed(5)
     n, k, rows, d = 40, 6, 50, 7
     idx = torch.randint(0, rows, (n, k))

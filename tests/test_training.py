@@ -286,20 +286,20 @@ def test_kill_and_resume_gives_identical_weights(tmp_path, kill_at):
 def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     specs = {"topk": TopKSAEConfig(16, 64, 4), "vsae_unit": VSAEConfig(16, 64, 4, var_mode="unit")}
     ref = train_saes(MemCache(_acts()), specs, _cfg(checkpoint_every=0), tmp_path / "ref", progress=False)
-    real = T._atomic_json
+    real = T.atomic_write_json
     calls = {"n": 0}
 
-    def flaky(obj, path):
+    def flaky(path, obj, **kw):
         if path.name == "checkpoint.json":
             calls["n"] += 1
             if calls["n"] == 3:  # model files of step 15 written, marker not yet
                 raise KeyboardInterrupt("killed during checkpoint")
-        return real(obj, path)
+        return real(path, obj, **kw)
 
-    monkeypatch.setattr(T, "_atomic_json", flaky)
+    monkeypatch.setattr(T, "atomic_write_json", flaky)
     with pytest.raises(KeyboardInterrupt):
         train_saes(MemCache(_acts()), specs, _cfg(), tmp_path / "run", progress=False)
-    monkeypatch.setattr(T, "_atomic_json", real)
+    monkeypatch.setattr(T, "atomic_write_json", real)
     assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["step"] == 10
     resumed = train_saes(MemCache(_acts()), specs, _cfg(), tmp_path / "run", progress=False)
     _assert_same(_params(ref), _params(resumed))

@@ -55,6 +55,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .files import atomic_write_json
 from .store import Store, canonical_json, config_key
 
 FORMAT_VERSION = 1
@@ -83,15 +84,6 @@ def _hint(path: Path) -> str:
 # --------------------------------------------------------------------------------------------
 def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True, default=float))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _npy_header(shape: tuple, dtype: str) -> bytes:
@@ -446,7 +438,7 @@ def _run_locked(lm, cfg, plan, store, staging: Path, n_tokens, ctx_len, batch_si
         cfg_file.write_text(json.dumps(json.loads(canonical_json(cfg)), indent=2, sort_keys=True))
         with open(staging / "acts.npy", "wb") as f:
             f.write(_npy_header((n_tokens, d), sdt.str))
-        _write_json_atomic(staging / "progress.json", {"rows_done": 0, "batches_done": 0})
+        atomic_write_json(staging / "progress.json", {"rows_done": 0, "batches_done": 0}, default=float)
         (staging / "plan.done").write_text("")
     contexts = np.load(staging / "contexts.npy", mmap_mode="r")
     n_ctx = len(contexts)
@@ -474,7 +466,7 @@ def _run_locked(lm, cfg, plan, store, staging: Path, n_tokens, ctx_len, batch_si
             f.flush()
             os.fsync(f.fileno())
             rows_done += len(rows)
-            _write_json_atomic(staging / "progress.json", {"rows_done": rows_done, "batches_done": b + 1})
+            atomic_write_json(staging / "progress.json", {"rows_done": rows_done, "batches_done": b + 1}, default=float)
             bar.update(len(rows))
     bar.close()
     loop_s = time.time() - t_loop
@@ -534,7 +526,7 @@ def _run_locked(lm, cfg, plan, store, staging: Path, n_tokens, ctx_len, batch_si
                     "machine": platform.machine(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
     }
     manifest["manifest_sha256"] = _manifest_digest(manifest)
-    _write_json_atomic(staging / "manifest.json", manifest)
+    atomic_write_json(staging / "manifest.json", manifest, default=float)
     for junk in ("progress.json", "plan.done", ".lock"):
         (staging / junk).unlink(missing_ok=True)
     final = store.commit(KIND, cfg, staging)

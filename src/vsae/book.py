@@ -45,6 +45,7 @@ from pathlib import Path
 import yaml
 
 from . import report
+from .files import atomic_write_json
 from .paths import REPO_ROOT, vsae_home
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -492,9 +493,7 @@ def timing_table(rec: dict) -> str:
 def _write_record(profile: str, rec: dict) -> None:
     p = report.build_record_path(profile)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rec, indent=1))
-    tmp.replace(p)
+    atomic_write_json(p, rec, indent=1)
 
 
 def stage(profile: str) -> Path:

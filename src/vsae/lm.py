@@ -42,7 +42,7 @@ activation-cache manifest):
 Every offline model sets ``HF_HUB_OFFLINE=1`` / ``TRANSFORMERS_OFFLINE=1`` and hands the bridge a
 pre-loaded model and tokenizer (``hf_model=``, ``tokenizer=``), so the Hub is never touched. The
 bridge forces eager attention (so attention hooks fire); that is most of its speed gap to plain
-Hugging Face sdpa, see ``../shared/reference/measured.md``. All parameters are frozen
+Hugging Face sdpa (``benchmarks/harvest_throughput.py`` measures both). All parameters are frozen
 (``requires_grad=False``): the LM is never trained here, and only inputs that require grad (the
 synthetic maximiser's embeddings) build a graph.
 """

@@ -33,7 +33,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import platform
 import shutil
 import time
@@ -43,6 +42,7 @@ from typing import Any, Iterator, Mapping, Protocol
 
 import torch
 
+from .files import atomic_write, atomic_write_json
 from .models import SAEBase, TopKSAE, TopKSAEConfig, VSAEConfig, build_sae, load_sae, release_scratch
 
 __all__ = [
@@ -340,22 +340,8 @@ class SAETrainer:
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _save_checkpoint(obj: Any, path: Path) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 class _CsvLog:
@@ -575,7 +561,7 @@ def train_saes(
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
     }
-    _atomic_json(summary, summary_path)
+    atomic_write_json(summary_path, summary)
     # checkpoints are no longer needed once the final weights are written
     marker.unlink(missing_ok=True)
     for n in trainers:
@@ -591,9 +577,9 @@ def train_saes(
 
 def _write_checkpoint(out_dir: Path, trainers: Mapping[str, SAETrainer], step: int, sig: dict, prev: int | None) -> None:
     for n, tr in trainers.items():
-        _atomic_torch_save(tr.state_dict(step), out_dir / n / "ckpt" / f"step_{step:08d}.pt")
+        _save_checkpoint(tr.state_dict(step), out_dir / n / "ckpt" / f"step_{step:08d}.pt")
     tokens = step * next(iter(trainers.values())).cfg.batch_size
-    _atomic_json({"step": step, "tokens": tokens, "signature": sig, "names": list(trainers)}, out_dir / "checkpoint.json")
+    atomic_write_json(out_dir / "checkpoint.json", {"step": step, "tokens": tokens, "signature": sig, "names": list(trainers)})
     for n in trainers:
         for p in (out_dir / n / "ckpt").glob("step_*.pt"):
             if p.name != f"step_{step:08d}.pt":
