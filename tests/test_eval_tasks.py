@@ -7,6 +7,7 @@ import torch
 
 from _eval_fixtures import fake_documents, fake_lm_for_docs, perfect_sae
 from vsae.evals import tasks
+from vsae.evals.tasks import paper as paper_tasks
 from vsae.evals.tasks import SCR_SETS, ProbeDataset, binary_tasks, build_offline_suite, build_suite, harvest_pool
 from vsae.store import Store
 
@@ -132,7 +133,44 @@ def test_build_suite_caches_in_store(lm, tmp_path):
     b = build_suite("smoke", lm, n_train=20, n_test=10, ctx_len=32, documents=docs, store=store)
     assert a.key() == b.key()
     assert (store.path("task_suite", {"family": "smoke", "n_train": 20, "n_test": 10, "ctx_len": 32, "seed": 42,
-                                      "lm": "fake-lm", "options": {}, "documents": len(docs)}) / "tasks.csv").exists()
+                                      "lm": "fake-lm", "options": {},
+                                      "documents": tasks._documents_id(docs)}) / "tasks.csv").exists()
+    assert not list(tmp_path.rglob("*.pkl"))
+
+
+def _assert_same_suite(a, b):
+    assert (a.family, a.ctx_len, a.seed, a.n_train, a.n_test, a.notes, a.tokens) == \
+           (b.family, b.ctx_len, b.seed, b.n_train, b.n_test, b.notes, b.tokens)
+    pd.testing.assert_frame_equal(a.passages, b.passages)
+    for xs, ys in ((a.probing, b.probing), (a.tpp, b.tpp), (a.scr, b.scr)):
+        assert len(xs) == len(ys)
+        for x, y in zip(xs, ys):
+            assert (x.name, x.family, x.description) == (y.name, y.family, y.description)
+            gx, gy = (x.classes, y.classes) if hasattr(x, "classes") else (x.sets, y.sets)
+            assert list(gx) == list(gy)
+            for c in gx:
+                for u, v in zip(gx[c], gy[c]):
+                    assert u.dtype == v.dtype and np.array_equal(u, v)
+            if hasattr(x, "target"):
+                assert (x.target, x.spurious) == (y.target, y.spurious)
+
+
+def test_suite_round_trips_without_pickles(lm, tmp_path):
+    suite = build_suite("smoke", lm, n_train=20, n_test=10, ctx_len=32, documents=fake_documents(n_email=90))
+    tasks.save_suite(suite, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(tasks.suite.SUITE_FILES)
+    _assert_same_suite(suite, tasks.load_suite(tmp_path))
+
+
+def test_legacy_pickled_suite_is_read_and_migrated(lm, tmp_path):
+    suite = build_suite("smoke", lm, n_train=20, n_test=10, ctx_len=32, documents=fake_documents(n_email=90))
+    pd.to_pickle(suite, tmp_path / "suite.pkl")  # how an older version stored it
+    _assert_same_suite(suite, tasks.load_suite(tmp_path))
+    assert not (tmp_path / "suite.pkl").exists() and (tmp_path / "suite.json").exists()
+    (tmp_path / "suite.json").unlink()
+    (tmp_path / "suite.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(RuntimeError, match="delete"):
+        tasks.load_suite(tmp_path)
 
 
 def test_paper_family_fails_fast_offline(monkeypatch, lm):
@@ -146,9 +184,9 @@ def test_paper_scr_sets_from_frames():
     for prof in ("professor", "nurse"):
         for g in (0, 1):
             for i in range(12):
-                rows.append({"hard_text": f"{prof}-{g}-{i}", "profession": tasks.PROFESSIONS.index(prof), "gender": g})
+                rows.append({"hard_text": f"{prof}-{g}-{i}", "profession": paper_tasks.PROFESSIONS.index(prof), "gender": g})
     df = pd.DataFrame(rows)
-    sets = tasks._scr_texts_from_frames(df, df, "bias_in_bios", ("professor", "nurse"), ("male", "female"), 16, 16, 0)
+    sets = paper_tasks._scr_texts_from_frames(df, df, "bias_in_bios", ("professor", "nurse"), ("male", "female"), 16, 16, 0)
     tr = sets["biased_pos"][0]
     assert len(tr) == 8 and all(t.startswith("professor-0") for t in tr)
     assert all(t.split("-")[1] == "0" for t in sets["spurious_pos"][0])  # male

@@ -40,9 +40,27 @@ def test_killed_write_leaves_no_artifact(tmp_path):
 def test_corrupt_table_gives_clear_error(tmp_path):
     s = Store(tmp_path)
     s.get_table("t", {"n": 3}, lambda: pd.DataFrame({"x": [1]}))
-    (s.path("t", {"n": 3}) / "table.pkl").write_bytes(b"garbage")
+    (s.path("t", {"n": 3}) / "table.parquet").write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="delete .* and re-run"):
         s.get_table("t", {"n": 3}, lambda: pd.DataFrame({"x": [1]}))
+
+
+def test_tables_are_parquet_and_a_legacy_pickle_is_migrated(tmp_path):
+    s = Store(tmp_path)
+    df = pd.DataFrame({"sae": ["a", "b"], "k": [64, 128], "v": [0.5, float("nan")]})
+    s.get_table("t", {"n": 4}, lambda: df)
+    folder = s.path("t", {"n": 4})
+    assert sorted(p.name for p in folder.iterdir()) == ["COMPLETE", "config.json", "table.csv", "table.parquet"]
+    # an artifact written by an older version holds table.pkl only: read once, rewritten as Parquet
+    (folder / "table.parquet").unlink()
+    df.to_pickle(folder / "table.pkl")
+    pd.testing.assert_frame_equal(s.get_table("t", {"n": 4}, lambda: 1 / 0), df)
+    assert (folder / "table.parquet").exists() and not (folder / "table.pkl").exists()
+    # an unreadable legacy pickle is refused with the folder to delete
+    (folder / "table.parquet").unlink()
+    (folder / "table.pkl").write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match="older version.*delete"):
+        s.get_table("t", {"n": 4}, lambda: df)
 
 
 def test_paper_values_are_the_authors_tables():

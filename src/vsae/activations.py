@@ -284,7 +284,7 @@ class ActivationCache:
 def _sha256_file(path: Path) -> str:
     from .assets import sha256_file
 
-    return sha256_file(path, chunk=1 << 24)
+    return sha256_file(path)
 
 
 # --------------------------------------------------------------------------------------------

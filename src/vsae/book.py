@@ -96,10 +96,13 @@ def sync_notebook(name: str) -> Path:
     py, ipynb = NOTEBOOKS / f"{name}.py", NOTEBOOKS / f"{name}.ipynb"
     if not py.exists():
         raise FileNotFoundError(f"chapter source {py} is missing; chapters are {chapters()}")
-    subprocess.run([sys.executable, "-m", "jupytext", "--quiet", "--to", "ipynb", "--update", str(py), "-o", str(ipynb)]
-                   if ipynb.exists() else
-                   [sys.executable, "-m", "jupytext", "--quiet", "--to", "ipynb", str(py), "-o", str(ipynb)],
-                   check=True)
+    import jupytext
+    from jupytext.combine import combine_inputs_with_outputs
+
+    nb = jupytext.read(py)
+    if ipynb.exists():  # keep the outputs and metadata of the paired notebook (jupytext --update)
+        nb = combine_inputs_with_outputs(nb, jupytext.read(ipynb), fmt="ipynb")
+    jupytext.write(nb, ipynb)
     return ipynb
 
 

@@ -18,37 +18,14 @@ from typing import Callable
 
 import pandas as pd
 
+from . import design
+from .design import Variant, sae_name  # noqa: F401 - re-exported for callers of vsae.pipeline
 from .profiles import Profile, get_profile
-from .store import Store, config_key
+from .store import Store, config_key, read_tables, write_tables
 
 #: fields of a Profile that determine the training activations
 _TRAIN_DATA_FIELDS = ("lm", "layer", "train_corpus", "n_train_tokens", "ctx_len", "lm_dtype")
 _EVAL_DATA_FIELDS = ("lm", "layer", "eval_corpus", "n_eval_tokens", "ctx_len", "lm_dtype")
-
-
-def sae_name(arch: str, k: int, suffix: str = "") -> str:
-    return f"{arch}_k{k}{suffix}"
-
-
-@dataclasses.dataclass
-class Variant:
-    """One SAE to train: its model config and the trainer settings that differ from the defaults."""
-
-    name: str
-    model_cfg: object  # TopKSAEConfig | VSAEConfig
-    train_overrides: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def architecture(self) -> str:
-        return self.model_cfg.architecture
-
-    @property
-    def k(self) -> int:
-        return int(self.model_cfg.k)
-
-    @property
-    def seed(self) -> int:
-        return int(self.train_overrides.get("seed", self.model_cfg.seed))
 
 
 class Experiment:
@@ -98,67 +75,21 @@ class Experiment:
         return TrainConfig(**base)
 
     def headline_variants(self, k_values=None, seed: int | None = None) -> list[Variant]:
-        """The paper's eight runs at one seed (default: the main one): TopK and vSAE (fixed variance,
-        KL over all latents) at each k. Runs of the main seed are named ``topk_k64``, others
-        ``topk_k64_s43``."""
-        from .models import TopKSAEConfig, VSAEConfig
-
-        p = self.profile
-        seed = p.main_seed if seed is None else int(seed)
-        sfx = "" if seed == p.main_seed else f"_s{seed}"
-        ks = list(k_values or p.k_values)
-        out = []
-        for k in ks:
-            out.append(Variant(sae_name("topk", k, sfx), TopKSAEConfig(d_in=self.d_model, d_sae=self.d_sae, k=k, seed=seed),
-                               {"seed": seed}))
-        for k in ks:
-            out.append(Variant(sae_name("vsae", k, sfx), VSAEConfig(d_in=self.d_model, d_sae=self.d_sae, k=k, seed=seed,
-                                                                   kl_coeff=p.kl_coeff), {"seed": seed}))
-        return out
+        """The paper's eight runs at one seed (:func:`vsae.design.headline_variants`)."""
+        return design.headline_variants(self.profile, self.d_model, self.d_sae, k_values, seed)
 
     def seed_variants(self, k_values=None) -> list[Variant]:
-        """The headline runs at every seed of the profile (main seed first)."""
-        return [v for s in self.profile.seeds for v in self.headline_variants(k_values, seed=s)]
+        """The headline runs at every seed of the profile, main seed first (:func:`vsae.design.seed_variants`)."""
+        return design.seed_variants(self.profile, self.d_model, self.d_sae, k_values)
 
     def beyond_variants(self, k: int, budget_fraction: float = 0.25,
-                        kl_weights=(0.0, 0.01, 0.1, 1.0, 10.0)) -> dict[str, list[Variant]]:
-        """The runs of the "beyond the paper" chapter, at ``budget_fraction`` of the training steps
-        and the main seed (the seed question is answered by the full-budget :meth:`seed_variants`).
-
-        Returns the variants grouped by the question they answer; names are unique across groups.
-        """
-        from .models import TopKSAEConfig, VSAEConfig
-
-        p, d, F = self.profile, self.d_model, self.d_sae
-        steps = max(50, int(p.steps * budget_fraction))
-        seed = p.main_seed
-        tr = {"steps": steps, "seed": seed}
-
-        def vs(name, **kw):
-            kw.setdefault("kl_coeff", p.kl_coeff)
-            return Variant(name, VSAEConfig(d_in=d, d_sae=F, k=k, seed=seed, **kw), {**tr, "seed": seed})
-
-        def tk(name, **kw):
-            return Variant(name, TopKSAEConfig(d_in=d, d_sae=F, k=k, seed=seed, **kw), {**tr, "seed": seed})
-
-        code, topk = vs(f"vSAE fixed var (code)"), tk("TopK")
-        # a dead threshold the run reaches: 5% of its tokens (the paper's 10M is never reached)
-        dead = max(1000, int(0.05 * steps * p.batch_size))
-        groups = {
-            "text_vs_code": [code, vs("vSAE unit var (blog)", var_mode="unit"),
-                             vs("vSAE learned var (abstract)", var_mode="learned")],
-            "kl_scope": [code, vs("vSAE KL on top-k only", kl_scope="topk")],
-            "control": [topk, code, tk("TopK + L2 pre-act penalty", l2_preact_coeff=p.kl_coeff)],
-            "auxk": [topk, tk(f"TopK + AuxK (dead after {dead:,} tokens)", dead_tokens_threshold=dead)],
-            "kl_sweep": [code if w == p.kl_coeff else vs(f"vSAE KL weight {w:g}", kl_coeff=w) for w in kl_weights],
-        }
-        return groups
+                        kl_weights=design.KL_WEIGHTS) -> dict[str, list[Variant]]:
+        """The runs of the "beyond the paper" chapter by question (:func:`vsae.design.beyond_variants`)."""
+        return design.beyond_variants(self.profile, self.d_model, self.d_sae, k, budget_fraction, kl_weights)
 
     def showcase_k(self) -> int:
-        """The one k single-k chapters and controls use: 256 (the paper's feature chapter) when the
-        profile has it, else its middle k."""
-        ks = sorted(self.profile.k_values)
-        return 256 if 256 in ks else ks[len(ks) // 2]
+        """The one k of single-k chapters and controls (:func:`vsae.design.showcase_k`)."""
+        return design.showcase_k(self.profile)
 
     def beyond(self, budget_fraction: float = 0.25, k: int | None = None):
         """The "beyond the paper" runs at :meth:`showcase_k`: ``(k, groups, unique variants, summary)``
@@ -202,7 +133,7 @@ class Experiment:
         for gkey, vs in groups.items():
             tcfg = self.train_config(**vs[0].train_overrides)
             run_key = config_key({"group": sorted(config_key(self._sae_key_cfg(v)) for v in vs)})
-            work = self.store.root / "runs" / run_key  # stable: a killed run resumes from its checkpoints
+            work = self.store.work_dir("runs", run_key)  # stable: a killed run resumes from its checkpoints
             specs = {v.name: v.model_cfg for v in vs}
             train_saes(self.train_acts, specs, tcfg, work, resume=True, progress=progress)
             for v in vs:
@@ -238,22 +169,21 @@ class Experiment:
         for v in variants:
             cfg = {"sae": config_key(self._sae_key_cfg(v)), "eval": eval_cfg}
             if self.store.exists(kind, cfg):
-                d = self.store.path(kind, cfg)
-                for f in sorted(d.glob("*.pkl")):
+                for tname, df in read_tables(self.store.path(kind, cfg)).items():
                     # rows are stored under the name the SAE had when they were computed; the same SAE
                     # (same key) may be asked for under another name, so the name is the caller's
-                    frames.setdefault(f.stem, []).append(pd.read_pickle(f).assign(sae=v.name))
+                    frames.setdefault(tname, []).append(df.assign(sae=v.name))
             else:
                 todo.append((v, cfg))
         if todo:
             saes = self.train([v for v, _ in todo])
             tables = compute(saes)
             for v, cfg in todo:
+                rows = {tname: df[df["sae"] == v.name].reset_index(drop=True) for tname, df in tables.items()}
                 with self.store.writing(kind, cfg) as tmp:
-                    for tname, df in tables.items():
-                        rows = df[df["sae"] == v.name].copy()
-                        rows.to_pickle(tmp / f"{tname}.pkl")
-                        frames.setdefault(tname, []).append(rows)
+                    write_tables(tmp, rows)
+                for tname, df in rows.items():
+                    frames.setdefault(tname, []).append(df)
         order = {v.name: i for i, v in enumerate(variants)}
         arch = {v.name: v.architecture for v in variants}
         out = {}

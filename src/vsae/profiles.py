@@ -10,7 +10,7 @@ Scale choices of the ``offline`` profile are explained in the book's reproducibi
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)

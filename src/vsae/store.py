@@ -5,6 +5,11 @@ sha256 of the canonical JSON of the config that produced it. A folder is *comple
 ``COMPLETE``; it is written under a temporary name and renamed into place, so a killed run never
 leaves a half-written artifact that reads as whole. Re-running with the same config reuses it; a new
 config computes only what is missing.
+
+Tables are stored as Parquet (``<name>.parquet``, with a ``<name>.csv`` copy for people), never as
+pickles, which a pandas upgrade or a renamed class would break. A store written before that (tables
+as ``<name>.pkl``) is read once and migrated in place; a pickle that cannot be read is refused with
+the folder to delete.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 import pandas as pd
 
+from .files import atomic_write
 from .paths import store_dir
 
 
@@ -90,28 +96,55 @@ class Store:
         os.replace(staging, final)
         return final
 
+    def work_dir(self, kind: str, key: str) -> Path:
+        """A stable scratch folder ``<root>/<kind>/<key>`` for long work that resumes after a kill
+        (training runs keep their checkpoints there); never read as an artifact."""
+        p = self.root / kind / key
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
     # -- tables -----------------------------------------------------------------------------
     def get_table(self, kind: str, cfg: Any, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
         """Return the stored DataFrame for ``(kind, cfg)``, computing and storing it if missing."""
-        p = self.path(kind, cfg) / "table.pkl"
         if self.exists(kind, cfg):
-            try:
-                return pd.read_pickle(p)
-            except Exception as e:  # corrupt artifact: say so, recompute
-                raise RuntimeError(
-                    f"stored table {p} is unreadable ({e}); delete {p.parent} and re-run to recompute it"
-                ) from e
+            return read_tables(self.path(kind, cfg))["table"]
         df = compute()
         with self.writing(kind, cfg) as tmp:
-            df.to_pickle(tmp / "table.pkl")
-            df.to_csv(tmp / "table.csv", index=False)
+            write_tables(tmp, {"table": df})
         return df
 
-    def get_json(self, kind: str, cfg: Any, compute: Callable[[], dict]) -> dict:
-        p = self.path(kind, cfg) / "result.json"
-        if self.exists(kind, cfg):
-            return json.loads(p.read_text())
-        out = compute()
-        with self.writing(kind, cfg) as tmp:
-            (tmp / "result.json").write_text(json.dumps(out, indent=2, sort_keys=True, default=float))
-        return out
+
+def write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
+    """Write each table as ``<name>.parquet`` (what is read back) and ``<name>.csv`` (for people)."""
+    for name, df in tables.items():
+        atomic_write(folder / f"{name}.parquet", lambda f, df=df: df.to_parquet(f))
+        df.to_csv(folder / f"{name}.csv", index=False)
+
+
+def read_tables(folder: Path) -> dict[str, pd.DataFrame]:
+    """Every table of an artifact folder, by name; legacy pickles are migrated to Parquet first."""
+    for legacy in sorted(folder.glob("*.pkl")):
+        _migrate_pickle(legacy)
+    out = {}
+    for p in sorted(folder.glob("*.parquet")):
+        try:
+            out[p.stem] = pd.read_parquet(p)
+        except Exception as e:  # corrupt artifact: say what to delete
+            raise RuntimeError(f"stored table {p} is unreadable ({e}); delete {folder} and re-run to recompute it") from e
+    return out
+
+
+def _migrate_pickle(p: Path) -> None:
+    """Turn a table stored by an older version (``<name>.pkl``) into ``<name>.parquet``."""
+    target = p.with_suffix(".parquet")
+    if not target.exists():
+        try:
+            df = pd.read_pickle(p)
+        except Exception as e:
+            raise RuntimeError(
+                f"stored table {p} was written by an older version and cannot be read here ({e}); "
+                f"delete {p.parent} and re-run to recompute it") from e
+        if not isinstance(df, pd.DataFrame):
+            raise RuntimeError(f"{p} is not a table; delete {p.parent} and re-run to recompute it")
+        atomic_write(target, lambda f: df.to_parquet(f))
+    p.unlink()

@@ -254,7 +254,7 @@ def summarise(table: pd.DataFrame) -> str:
     both = table[table["agrees"] != "—"]
     dis = both[both["agrees"] == "no"]
     lines.append(f"* **Same verdict as the paper's single run:** {len(both) - len(dis)} of {len(both)} comparisons the "
-                 f"paper also reports" + (f"; different: " + "; ".join(f"{r['claim']} at k = {r['k']} (paper "
+                 f"paper also reports" + ("; different: " + "; ".join(f"{r['claim']} at k = {r['k']} (paper "
                                                                         f"{r['paper verdict']}, ours {r['ours verdict']})"
                                                                         for _, r in dis.iterrows()) + "."
                                           if len(dis) else "."))

@@ -9,11 +9,11 @@
 * :mod:`vsae.evals.absorption` first-letter feature absorption
 
 Each eval takes ``saes: dict[name, SAE]`` and returns tidy pandas tables (one row per SAE and
-setting); :func:`vsae.evals.common.get_tables` stores several tables under one store key.
+setting); :class:`vsae.pipeline.Experiment` stores them per SAE through :mod:`vsae.store`.
 """
 
 from .absorption import AbsorptionConfig, AbsorptionResult, prepare_absorption, run_absorption
-from .common import get_tables, sae_fingerprint
+from .common import sae_fingerprint
 from .core import CoreConfig, CoreResult, evaluate_core
 from .probing import SparseProbingConfig, llm_baseline, run_sparse_probing, summarise_sparse_probing
 from .scr_tpp import ScrTppConfig, run_scr, run_tpp, scr_oracle_check, train_scr_probes, train_tpp_probes
@@ -21,7 +21,7 @@ from .tasks import PassagePool, TaskSuite, build_suite, harvest_pool, load_pool,
 
 __all__ = [
     "AbsorptionConfig", "AbsorptionResult", "prepare_absorption", "run_absorption",
-    "get_tables", "sae_fingerprint",
+    "sae_fingerprint",
     "CoreConfig", "CoreResult", "evaluate_core",
     "SparseProbingConfig", "llm_baseline", "run_sparse_probing", "summarise_sparse_probing",
     "ScrTppConfig", "run_scr", "run_tpp", "scr_oracle_check", "train_scr_probes", "train_tpp_probes",

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
-from typing import Any, Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
@@ -246,28 +244,6 @@ def top_k_mean_diff(x: torch.Tensor | np.ndarray, y, k: int) -> np.ndarray:
     diff = np.abs(x[y].mean(0) - x[~y].mean(0))
     order = np.argsort(-diff, kind="stable")
     return order[: int(k)]
-
-
-# --------------------------------------------------------------------------------------------
-# Stored tables
-# --------------------------------------------------------------------------------------------
-
-
-def get_tables(store, kind: str, cfg: Any, compute: Callable[[], dict[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
-    """Like ``Store.get_table`` for an eval that returns several tables (``{name: DataFrame}``)."""
-    if store is None:
-        return compute()
-    root = store.path(kind, cfg)
-    if store.exists(kind, cfg):
-        names = json.loads((root / "tables.json").read_text())
-        return {n: pd.read_pickle(root / f"{n}.pkl") for n in names}
-    tables = compute()
-    with store.writing(kind, cfg) as tmp:
-        for n, df in tables.items():
-            df.to_pickle(tmp / f"{n}.pkl")
-            df.to_csv(tmp / f"{n}.csv", index=False)
-        (tmp / "tables.json").write_text(json.dumps(list(tables)))
-    return tables
 
 
 def sae_fingerprint(sae) -> str:

@@ -306,11 +306,6 @@ def run_tpp(saes: dict[str, Any], pool: PassagePool, datasets: Sequence[ProbeDat
     return pd.concat([df, per_ds, overall], ignore_index=True)
 
 
-def tpp_oracle_table(probes: Sequence[TppProbes]) -> pd.DataFrame:
-    return pd.DataFrame([{"dataset": p.dataset.name, "class": k, "clean_acc": v} for p in probes
-                         for k, v in p.clean.items()])
-
-
 # --------------------------------------------------------------------------------------------
 # Aggregations as SAE Bench codes them (for every comparison with the paper)
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,43 @@
+"""The experimental design: pure functions of a profile (no training, no store)."""
+
+from vsae import design
+from vsae.profiles import get_profile
+
+
+def test_headline_variants_are_the_papers_eight_runs():
+    p = get_profile("offline")
+    vs = design.headline_variants(p, 576, 4608)
+    assert [v.name for v in vs] == [f"{a}_k{k}" for a in ("topk", "vsae") for k in (64, 128, 256, 512)]
+    assert {(v.architecture, v.model_cfg.d_in, v.model_cfg.d_sae, v.seed) for v in vs} == \
+        {(a, 576, 4608, 42) for a in ("topk", "vsae")}
+    vsae = [v for v in vs if v.architecture == "vsae"]
+    assert all((v.model_cfg.var_mode, v.model_cfg.kl_scope, v.model_cfg.kl_coeff) == ("fixed", "all", 1.0) for v in vsae)
+    other = design.headline_variants(p, 576, 4608, k_values=[128], seed=43)
+    assert [v.name for v in other] == ["topk_k128_s43", "vsae_k128_s43"] and {v.seed for v in other} == {43}
+
+
+def test_seed_variants_main_seed_first():
+    p = get_profile("smoke")
+    vs = design.seed_variants(p, 16, 64)
+    assert len(vs) == 8 * len(p.seeds) and vs[0].seed == p.main_seed
+    assert len({v.name for v in vs}) == len(vs)
+
+
+def test_beyond_variants_share_runs_and_say_what_they_change():
+    p = get_profile("offline")
+    g = design.beyond_variants(p, 576, 4608, k=256, budget_fraction=0.25)
+    assert g["control"][1] is g["text_vs_code"][0] is g["kl_scope"][0]
+    assert g["auxk"][0] is g["control"][0]
+    assert {v.train_overrides["steps"] for vs in g.values() for v in vs} == {375}
+    by = {v.name: v.model_cfg for vs in g.values() for v in vs}
+    assert by["vSAE unit var (blog)"].var_mode == "unit" and by["vSAE KL on top-k only"].kl_scope == "topk"
+    assert by["TopK + L2 pre-act penalty"].l2_preact_coeff == 1.0
+    assert by["TopK + AuxK (dead after 3,600 tokens)"].dead_tokens_threshold == 3_600
+    assert [getattr(v.model_cfg, "kl_coeff") for v in g["kl_sweep"]] == list(design.KL_WEIGHTS)
+
+
+def test_slug_and_showcase_k():
+    v = design.beyond_variants(get_profile("offline"), 8, 32, k=4)["auxk"][1]
+    assert v.slug == "topk_auxk_dead_after_3_600_tokens"
+    assert design.showcase_k(get_profile("offline")) == 256
+    assert design.showcase_k(get_profile("smoke")) == 32
