@@ -37,6 +37,8 @@ class Variant:
     name: str
     model_cfg: TopKSAEConfig | VSAEConfig
     train_overrides: dict = dataclasses.field(default_factory=dict)
+    #: where the run sits in a design, e.g. ``{"side": "vsae", "rung": "kl"}`` on the attribution ladder
+    role: dict = dataclasses.field(default_factory=dict)
 
     @property
     def architecture(self) -> str:
@@ -113,3 +115,68 @@ def showcase_k(profile: Profile) -> int:
     profile has it, else its middle k."""
     ks = sorted(profile.k_values)
     return 256 if 256 in ks else ks[len(ks) // 2]
+
+
+#: the recipe differences of the attribution ladder: (short name, what it is), in the order the
+#: book lists them. Each rung flips one of them, starting from one architecture's own recipe.
+LADDER_DIFFERENCES = (
+    ("kl", "the KL term (weight 1, all latents, before TopK)"),
+    ("b_dec", "subtracting b_dec before encoding"),
+    ("unit_norm", "the unit-norm decoder constraint (gradient projection + renormalisation)"),
+    ("init", "the initialisation (TopK: unit-norm tied rows; vSAE: N(0, 1) rows at norm 0.1)"),
+    ("geomed", "b_dec initialised at the geometric median of the first batch"),
+    ("lr", "the learning rate (TopK 2e-4 / sqrt(d_sae / 2^14); vSAE 8e-4)"),
+)
+
+
+def _flip(cfg, diff: str, topk_lr: float, vsae_lr: float, kl_coeff: float):
+    """(model config, lr or None) with one recipe difference flipped towards the other architecture."""
+    r = dataclasses.replace
+    topk = cfg.architecture == "topk"
+    if diff == "kl":  # the TopK side gets the vSAE's fixed-variance KL as an L2 penalty on its pre-acts
+        return (r(cfg, l2_preact_coeff=kl_coeff) if topk else r(cfg, kl_coeff=0.0)), None
+    if diff == "b_dec":
+        return r(cfg, subtract_b_dec=not cfg.subtract_b_dec), None
+    if diff == "unit_norm":
+        return r(cfg, unit_norm_decoder=not cfg.unit_norm_decoder), None
+    if diff == "init":
+        return r(cfg, init="vsae" if cfg.init == "topk" else "topk"), None
+    if diff == "geomed":
+        return r(cfg, b_dec_init="zero" if cfg.b_dec_init == "geometric_median" else "geometric_median"), None
+    if diff == "lr":
+        return cfg, (vsae_lr if topk else topk_lr)
+    raise ValueError(f"unknown recipe difference {diff!r}; choose from {[d for d, _ in LADDER_DIFFERENCES]}")
+
+
+def ladder_variants(profile: Profile, d_in: int, d_sae: int, k: int, budget_fraction: float = 0.25,
+                    seeds=None, differences=None) -> dict[str, list[Variant]]:
+    """The attribution ladder: the TopK and vSAE recipes, and each with one recipe difference
+    (:data:`LADDER_DIFFERENCES`) flipped to the other's, at ``budget_fraction`` of the headline steps,
+    for every seed in ``seeds`` (default: the profile's).
+
+    Returns ``{"vsae": [...], "topk": [...]}``: each list starts with the unmodified recipe (named
+    ``vSAE`` / ``TopK``, suffixed ``_s<seed>`` for seeds other than the main one), then one run per
+    difference, named ``vSAE - kl``-style ("the vSAE without its KL term") and ``TopK + kl``-style
+    ("TopK with the vSAE's KL"). Each variant's ``train_overrides`` carries its steps, seed and,
+    for the ``lr`` rung, the other architecture's learning rate.
+    """
+    from .training import auto_lr
+
+    p = profile
+    steps = max(50, int(p.steps * budget_fraction))
+    diffs = [d for d, _ in LADDER_DIFFERENCES] if differences is None else list(differences)
+    base_topk = TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k)
+    base_vsae = VSAEConfig(d_in=d_in, d_sae=d_sae, k=k, kl_coeff=p.kl_coeff)
+    lrs = {"topk": auto_lr(base_topk), "vsae": auto_lr(base_vsae)}
+    out: dict[str, list[Variant]] = {"vsae": [], "topk": []}
+    for seed in (p.seeds if seeds is None else seeds):
+        sfx = "" if seed == p.main_seed else f"_s{seed}"
+        for arch, base, label, sign in (("vsae", base_vsae, "vSAE", "-"), ("topk", base_topk, "TopK", "+")):
+            cfg = dataclasses.replace(base, seed=seed)
+            tr = {"steps": steps, "seed": seed}
+            out[arch].append(Variant(f"{label}{sfx}", cfg, dict(tr), {"side": arch, "rung": "recipe"}))
+            for d in diffs:
+                c, lr = _flip(cfg, d, lrs["topk"], lrs["vsae"], p.kl_coeff)
+                out[arch].append(Variant(f"{label} {sign} {d}{sfx}", c, {**tr, **({"lr": lr} if lr else {})},
+                                         {"side": arch, "rung": d}))
+    return out

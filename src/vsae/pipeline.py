@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import design
 from .design import Variant, sae_name  # noqa: F401 - re-exported for callers of vsae.pipeline
+from .models.config import key_dict
 from .profiles import Profile, get_profile
 from .store import Store, config_key, read_tables, write_tables
 
@@ -114,7 +115,7 @@ class Experiment:
         p = self.profile
         return {
             "data": {f: getattr(p, f) for f in _TRAIN_DATA_FIELDS} | {"cache": self.train_acts.manifest.get("checksum")},
-            "model": dataclasses.asdict(v.model_cfg),
+            "model": key_dict(v.model_cfg),  # recipe fields only where they differ from the default
             "train": dataclasses.asdict(self.train_config(**v.train_overrides)),
         }
 

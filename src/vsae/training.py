@@ -258,7 +258,8 @@ class SAETrainer:
         """One optimizer step on the normalised batch x [B, d_in]; returns the step's metrics."""
         t0 = time.perf_counter()
         model = self.model
-        if step == 0 and self.is_topk:
+        rc = model.cfg
+        if step == 0 and rc.b_dec_init == "geometric_median":
             model.init_b_dec(x)  # geometric median of the first batch
         lr = self.base_lr * lr_factor(step, self.cfg)
         for g in self.opt.param_groups:
@@ -273,12 +274,12 @@ class SAETrainer:
             )
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
-        if self.is_topk:
+        if rc.unit_norm_decoder:
             model.project_decoder_grad()
         if self.cfg.grad_clip and self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
         self.opt.step()
-        if self.is_topk:
+        if rc.unit_norm_decoder:
             model.normalize_decoder_rows_()
         self.seconds += time.perf_counter() - t0
         mse = float(out.mse.detach())

@@ -6,6 +6,7 @@ dense encoder matmul, the sparse decode, AuxK and dead-latent bookkeeping, and `
 from __future__ import annotations
 
 import copy
+import math
 import dataclasses
 from pathlib import Path
 
@@ -15,6 +16,44 @@ import torch.nn as nn
 from ..files import atomic_write, atomic_write_json
 from .config import SAEOutput, TopKSAEConfig, VSAEConfig
 from .kernels import SparsePattern, _Encoder, _scratch, _SparseDecode, _zero, gather_sum, topk_select
+
+
+@torch.no_grad()
+def geometric_median(points: torch.Tensor, max_iter: int = 100, tol: float = 1e-5) -> torch.Tensor:
+    """Geometric median of the rows of ``points`` [N, d] by Weiszfeld's algorithm.
+
+    Starts from the mean; stops after ``max_iter`` iterations or when the estimate moves by less
+    than ``tol``. Distances are floored at 1e-12 so a data point coinciding with the estimate does
+    not divide by zero.
+    """
+    pts = points.double()
+    guess = pts.mean(0)
+    for _ in range(max_iter):
+        w = 1.0 / (pts - guess).norm(dim=1).clamp_min(1e-12)
+        new = (w[:, None] * pts).sum(0) / w.sum()
+        moved = float((new - guess).norm())
+        guess = new
+        if moved < tol:
+            break
+    return guess.to(points.dtype)
+
+
+def init_weights(cfg: TopKSAEConfig | VSAEConfig, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W_dec [d_sae, d_in], W_enc [d_in, d_sae])`` of ``cfg.init``, tied (``W_enc = W_dec^T``):
+
+    - ``"topk"`` (dictionary_learning ``AutoEncoderTopK``): ``nn.Linear(d_sae, d_in)``'s uniform
+      +-1/sqrt(d_sae) init, decoder rows scaled to unit norm;
+    - ``"vsae"`` (the authors' ``VSAETopK``): N(0, 1) rows scaled to norm 0.1.
+    """
+    if cfg.init == "topk":
+        bound = 1.0 / math.sqrt(cfg.d_sae)
+        w = (torch.rand(cfg.d_in, cfg.d_sae, generator=g) * 2 - 1) * bound  # nn.Linear(d_sae, d_in).weight
+        w_dec = w.t().contiguous()
+        w_dec /= w_dec.norm(dim=1, keepdim=True)
+        return w_dec, w_dec.t().contiguous()
+    w = torch.randn(cfg.d_sae, cfg.d_in, generator=g)
+    w = 0.1 * w / w.norm(dim=1, keepdim=True)
+    return w.clone(), w.t().contiguous()
 
 
 class SAEBase(nn.Module):
@@ -168,6 +207,32 @@ class SAEBase(nn.Module):
         num = (e - e_hat).pow(2).sum(-1).mean()
         den = (e - e.mean(0, keepdim=True)).pow(2).sum(-1).mean()
         return (num / den).nan_to_num(0.0)
+
+    # -- recipe choices shared by both architectures (see the config's recipe fields)
+    def _shift(self) -> torch.Tensor | None:
+        """What the encoder subtracts from x: ``b_dec`` when ``cfg.subtract_b_dec``, else nothing."""
+        return self.b_dec if self.cfg.subtract_b_dec else None
+
+    @torch.no_grad()
+    def init_b_dec(self, x: torch.Tensor) -> None:
+        """b_dec <- geometric median of a batch x [N, d_in] (Weiszfeld, <= 100 iterations, tol 1e-5)."""
+        self.b_dec.copy_(geometric_median(x.reshape(-1, self.d_in).float()))
+
+    @torch.no_grad()
+    def project_decoder_grad(self) -> None:
+        """Remove from each decoder row's gradient its component parallel to the row."""
+        g = self.W_dec.grad
+        if g is None:
+            return
+        W = self.W_dec
+        # g_i -= (g_i . u_i) u_i with u_i = W_i / |W_i|, i.e. g_i -= (g_i . W_i / W_i . W_i) W_i
+        coef = torch.linalg.vecdot(g, W).div_(torch.linalg.vector_norm(W, dim=1).square_().clamp_min_(1e-24))
+        g.addcmul_(coef.unsqueeze(1), W, value=-1.0)
+
+    @torch.no_grad()
+    def normalize_decoder_rows_(self) -> None:
+        """Rescale every decoder row to unit norm (in place)."""
+        self.W_dec.mul_(self.W_dec.norm(dim=1, keepdim=True).clamp_min_(1e-12).reciprocal_())
 
     # -- export
     @torch.no_grad()

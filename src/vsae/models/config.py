@@ -7,6 +7,7 @@ The defaults are the paper's recipe (Baker & Li 2025, section 3 "Experimental se
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -37,6 +38,17 @@ class TopKSAEConfig:
     #: the L2 control of the book's "beyond" chapter: weight of the penalty 0.5 * sum_i a_i^2 on all post-ReLU pre-activations
     #: (the vSAE's fixed-variance KL without clamp), warmed up like the KL. 0 = the paper's TopK.
     l2_preact_coeff: float = 0.0
+    #: -- recipe choices in which the paper's two SAEs differ (the attribution ladder flips them one
+    #: at a time; the defaults are each architecture's own recipe) --
+    #: encode x - b_dec (dictionary_learning's TopK) instead of x (the vSAE's "april update")
+    subtract_b_dec: bool = True
+    #: keep decoder rows at unit norm in training (gradient projection + renormalisation)
+    unit_norm_decoder: bool = True
+    #: weight initialisation: "topk" (nn.Linear-uniform rows scaled to unit norm, W_enc = W_dec^T) or
+    #: "vsae" (N(0, 1) rows scaled to norm 0.1, W_enc = W_dec^T)
+    init: Literal["topk", "vsae"] = "topk"
+    #: b_dec before the first step: "geometric_median" of the first batch, or "zero"
+    b_dec_init: Literal["geometric_median", "zero"] = "geometric_median"
     #: the factor folded into the weights (1 while training on normalised activations; the cache's
     #: norm_factor in a saved SAE that runs on raw activations)
     act_scale: float = 1.0
@@ -82,6 +94,17 @@ class VSAEConfig:
     act_scale: float = 1.0
     #: True once :meth:`VSAE.normalized_decoder` rescaled decoder rows to unit norm (export only)
     decoder_normalized: bool = False
+    #: -- recipe choices in which the paper's two SAEs differ (the attribution ladder flips them one
+    #: at a time; the defaults are each architecture's own recipe) --
+    #: encode x - b_dec (dictionary_learning's TopK) instead of x (the vSAE's "april update")
+    subtract_b_dec: bool = False
+    #: keep decoder rows at unit norm in training (gradient projection + renormalisation)
+    unit_norm_decoder: bool = False
+    #: weight initialisation: "topk" (nn.Linear-uniform rows scaled to unit norm, W_enc = W_dec^T) or
+    #: "vsae" (N(0, 1) rows scaled to norm 0.1, W_enc = W_dec^T)
+    init: Literal["topk", "vsae"] = "vsae"
+    #: b_dec before the first step: "geometric_median" of the first batch, or "zero"
+    b_dec_init: Literal["geometric_median", "zero"] = "zero"
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -102,7 +125,32 @@ class VSAEConfig:
             raise ValueError("kl_coeff must be >= 0 and kl_clamp > 0")
 
 
+#: recipe fields added after the store's keys were fixed: an SAE's store key holds them only where
+#: they differ from its architecture's default, so SAEs trained before they existed keep their keys
+RECIPE_FIELDS = ("subtract_b_dec", "unit_norm_decoder", "init", "b_dec_init")
+
+
+def recipe_defaults(architecture: str) -> dict[str, Any]:
+    """The recipe fields' defaults of an architecture ("topk" or "vsae")."""
+    cls = {"topk": TopKSAEConfig, "vsae": VSAEConfig}[architecture]
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.name in RECIPE_FIELDS}
+
+
+def key_dict(cfg: TopKSAEConfig | VSAEConfig) -> dict[str, Any]:
+    """``dataclasses.asdict(cfg)`` without the recipe fields that are at their default (see
+    :data:`RECIPE_FIELDS`): what a trained SAE's store key is made of."""
+    d = dataclasses.asdict(cfg)
+    for name, default in recipe_defaults(cfg.architecture).items():
+        if d[name] == default:
+            del d[name]
+    return d
+
+
 def _check_common(cfg: TopKSAEConfig | VSAEConfig) -> None:
+    if cfg.init not in ("topk", "vsae"):
+        raise ValueError(f"init must be 'topk' or 'vsae', got {cfg.init!r}")
+    if cfg.b_dec_init not in ("geometric_median", "zero"):
+        raise ValueError(f"b_dec_init must be 'geometric_median' or 'zero', got {cfg.b_dec_init!r}")
     if cfg.d_in <= 0 or cfg.d_sae <= 0:
         raise ValueError("d_in and d_sae must be positive")
     if not 0 < cfg.k <= cfg.d_sae:

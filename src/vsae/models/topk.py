@@ -10,43 +10,22 @@ and ``TopKTrainer``; Gao et al. 2024, "Scaling and evaluating sparse autoencoder
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 
-from .base import SAEBase
+from .base import SAEBase, geometric_median, init_weights  # noqa: F401 - geometric_median re-exported
 from .config import SAEOutput, TopKSAEConfig
 from .kernels import SparsePattern, _relu_sq_penalty, _zero, topk_select
-
-
-@torch.no_grad()
-def geometric_median(points: torch.Tensor, max_iter: int = 100, tol: float = 1e-5) -> torch.Tensor:
-    """Geometric median of the rows of ``points`` [N, d] by Weiszfeld's algorithm.
-
-    Starts from the mean; stops after ``max_iter`` iterations or when the estimate moves by less
-    than ``tol``. Distances are floored at 1e-12 so a data point coinciding with the estimate does
-    not divide by zero.
-    """
-    pts = points.double()
-    guess = pts.mean(0)
-    for _ in range(max_iter):
-        w = 1.0 / (pts - guess).norm(dim=1).clamp_min(1e-12)
-        new = (w[:, None] * pts).sum(0) / w.sum()
-        moved = float((new - guess).norm())
-        guess = new
-        if moved < tol:
-            break
-    return guess.to(points.dtype)
 
 
 class TopKSAE(SAEBase):
     """TopK SAE: ``f = TopK(ReLU((x - b_dec) @ W_enc + b_enc), k)``, ``x_hat = f @ W_dec + b_dec``.
 
-    Init (dictionary_learning): decoder as ``nn.Linear(d_sae, d_in)`` (uniform +-1/sqrt(d_sae)),
-    rows then scaled to unit norm; ``W_enc = W_dec^T``; ``b_enc = 0``; ``b_dec = 0`` until the trainer
-    sets it to the geometric median of the first batch (:meth:`init_b_dec`). In training the decoder
-    rows are kept at unit norm (:meth:`project_decoder_grad`, :meth:`normalize_decoder_rows_`).
+    Init (dictionary_learning; ``cfg.init = "topk"``): decoder as ``nn.Linear(d_sae, d_in)`` (uniform
+    +-1/sqrt(d_sae)), rows then scaled to unit norm; ``W_enc = W_dec^T``; ``b_enc = 0``; ``b_dec = 0``
+    until the trainer sets it to the geometric median of the first batch (:meth:`init_b_dec`). In
+    training the decoder rows are kept at unit norm (:meth:`project_decoder_grad`,
+    :meth:`normalize_decoder_rows_`). The recipe fields of the config flip each of these choices.
     """
 
     cfg: TopKSAEConfig
@@ -54,24 +33,16 @@ class TopKSAE(SAEBase):
     def __init__(self, cfg: TopKSAEConfig):
         super().__init__(cfg)
         g = torch.Generator().manual_seed(cfg.seed)
-        bound = 1.0 / math.sqrt(cfg.d_sae)
-        w = (torch.rand(cfg.d_in, cfg.d_sae, generator=g) * 2 - 1) * bound  # nn.Linear(d_sae, d_in).weight
-        w_dec = w.t().contiguous()
-        w_dec /= w_dec.norm(dim=1, keepdim=True)
+        w_dec, w_enc = init_weights(cfg, g)
         self.W_dec = nn.Parameter(w_dec)
-        self.W_enc = nn.Parameter(w_dec.t().contiguous())
+        self.W_enc = nn.Parameter(w_enc)
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
-
-    @torch.no_grad()
-    def init_b_dec(self, x: torch.Tensor) -> None:
-        """b_dec <- geometric median of a batch x [N, d_in] (Weiszfeld, <= 100 iterations, tol 1e-5)."""
-        self.b_dec.copy_(geometric_median(x.reshape(-1, self.d_in).float()))
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """Dense post-ReLU pre-TopK activations ``ReLU((x - b_dec) @ W_enc + b_enc)`` [..., d_sae]."""
         x2 = x.reshape(-1, self.d_in)
-        pre = self._dense_pre(x2, self.W_enc, self.b_enc, self.b_dec).float()
+        pre = self._dense_pre(x2, self.W_enc, self.b_enc, self._shift()).float()
         return pre.relu_().reshape(*x.shape[:-1], self.d_sae)
 
     def _run(self, x, compute_loss, kl_scale=1.0, tokens_since_fired=None) -> SAEOutput:
@@ -79,7 +50,7 @@ class TopKSAE(SAEBase):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.d_in).float()
         n = x2.shape[0]
-        W, b, shift = self.W_enc, self.b_enc, self.b_dec
+        W, b, shift = self.W_enc, self.b_enc, self._shift()
         want_grad = compute_loss and torch.is_grad_enabled() and cfg.l2_preact_coeff * kl_scale > 0
         with torch.no_grad():
             pre = self._dense_pre(x2, W, b, shift, slot="pre" if compute_loss else None)
@@ -128,19 +99,3 @@ class TopKSAE(SAEBase):
             loss, mse, _zero(), auxk, l0, l2.detach(), frac_dead,
         )
 
-    # -- decoder constraint
-    @torch.no_grad()
-    def project_decoder_grad(self) -> None:
-        """Remove from each decoder row's gradient its component parallel to the row."""
-        g = self.W_dec.grad
-        if g is None:
-            return
-        W = self.W_dec
-        # g_i -= (g_i . u_i) u_i with u_i = W_i / |W_i|, i.e. g_i -= (g_i . W_i / W_i . W_i) W_i
-        coef = torch.linalg.vecdot(g, W).div_(torch.linalg.vector_norm(W, dim=1).square_().clamp_min_(1e-24))
-        g.addcmul_(coef.unsqueeze(1), W, value=-1.0)
-
-    @torch.no_grad()
-    def normalize_decoder_rows_(self) -> None:
-        """Rescale every decoder row to unit norm (in place)."""
-        self.W_dec.mul_(self.W_dec.norm(dim=1, keepdim=True).clamp_min_(1e-12).reciprocal_())

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .base import SAEBase
+from .base import SAEBase, init_weights
 from .config import SAEOutput, VSAEConfig
 from .kernels import SparsePattern, _relu_sq_penalty, _zero, topk_select
 
@@ -35,8 +35,8 @@ from .kernels import SparsePattern, _relu_sq_penalty, _zero, topk_select
 class VSAE(SAEBase):
     """Variational TopK SAE: ``mu = ReLU(x @ W_enc + b_enc)``, TopK on |z| keeping the sign.
 
-    Init (authors' code): W ~ N(0, 1) [d_sae, d_in], each latent's vector rescaled to norm 0.1,
-    ``W_dec = W``, ``W_enc = W^T``, biases 0; learned mode: ``W_var`` Kaiming-uniform (a = 0.01,
+    Init (authors' code; ``cfg.init = "vsae"``): W ~ N(0, 1) [d_sae, d_in], each latent's vector
+    rescaled to norm 0.1, ``W_dec = W``, ``W_enc = W^T``, biases 0; learned mode: ``W_var`` Kaiming-uniform (a = 0.01,
     fan_in = d_in), ``b_var = log_var_init``. The decoder is unconstrained in training. Sampling
     (unit / learned) happens only in training mode (``model.train()``), from
     ``self.noise_generator``; in eval mode z = mu.
@@ -47,10 +47,9 @@ class VSAE(SAEBase):
     def __init__(self, cfg: VSAEConfig):
         super().__init__(cfg)
         g = torch.Generator().manual_seed(cfg.seed)
-        w = torch.randn(cfg.d_sae, cfg.d_in, generator=g)
-        w = 0.1 * w / w.norm(dim=1, keepdim=True)
-        self.W_dec = nn.Parameter(w.clone())
-        self.W_enc = nn.Parameter(w.t().contiguous())
+        w_dec, w_enc = init_weights(cfg, g)
+        self.W_dec = nn.Parameter(w_dec)
+        self.W_enc = nn.Parameter(w_enc)
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
         if cfg.var_mode == "learned":
@@ -63,7 +62,7 @@ class VSAE(SAEBase):
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """Dense mu = ReLU(x @ W_enc + b_enc) [..., d_sae] (the deterministic pre-TopK activations)."""
         x2 = x.reshape(-1, self.d_in)
-        pre = self._dense_pre(x2, self.W_enc, self.b_enc, None).float()
+        pre = self._dense_pre(x2, self.W_enc, self.b_enc, self._shift()).float()
         return pre.relu_().reshape(*x.shape[:-1], self.d_sae)
 
     def _log_var_n(self, lv_raw: torch.Tensor) -> torch.Tensor:
@@ -115,7 +114,7 @@ class VSAE(SAEBase):
         s = cfg.act_scale
         learned = cfg.var_mode == "learned"
         lv_pre = eps = sigma = None
-        pre = self._dense_pre(x2, self.W_enc, self.b_enc, None, slot="pre" if compute_loss else None)
+        pre = self._dense_pre(x2, self.W_enc, self.b_enc, self._shift(), slot="pre" if compute_loss else None)
         if learned and (sample or compute_loss):
             lv_pre = self._dense_pre(x2, self.W_var, self.b_var, None, slot="lv_pre" if compute_loss else None)
         if not sample:
@@ -164,7 +163,8 @@ class VSAE(SAEBase):
         del pens
         pat = SparsePattern(idx, self.d_sae)
         pat_all = pat if aux_idx is None else SparsePattern(idx_all, self.d_sae)
-        sel_pre, kl_mu = self._encoder_out(x2, self.W_enc, self.b_enc, None, pat_all, raw, pen_mu, dpen_mu, 1.0 / (s * s * n))
+        sel_pre, kl_mu = self._encoder_out(x2, self.W_enc, self.b_enc, self._shift(), pat_all, raw, pen_mu, dpen_mu,
+                                           1.0 / (s * s * n))
         del dpen_mu
         mu_sel = sel_pre.relu()
         lv_n_sel = None
