@@ -413,6 +413,9 @@ def _run(lm, cfg, plan, store: Store, n_tokens: int, ctx_len: int, batch_size: i
 
 def _run_locked(lm, cfg, plan, store, staging: Path, n_tokens, ctx_len, batch_size, progress, labels,
                 kill_after, tqdm) -> ActivationCache:
+    # One function in three numbered phases (plan, append, checksum), long on purpose: the staging
+    # folder, its lock and the resume state belong to all three, and the kill/resume tests exercise
+    # every boundary between them.
     t_start = time.time()
     dtype = str(lm.dtype).replace("torch.", "")
     if dtype not in STORAGE:

@@ -417,21 +417,41 @@ def train_saes(
     checkpoint; a mismatch raises ``ValueError``. ``resume=False`` starts afresh, removing this
     trainer's files in ``out_dir`` first.
     """
+    out_dir = Path(out_dir)
+    _check_specs(cache, specs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sig = _run_signature(specs, cfg, cache)
+    done = _finished_or_reset(out_dir, specs, sig, resume)
+    if done is not None:
+        return done
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    trainers = {n: SAETrainer(n, c, cfg) for n, c in specs.items()}
+    start = _restore_checkpoint(out_dir, trainers, sig) if resume else 0
+    s_norm = float(cache.norm_factor)
+    if not (s_norm > 0 and math.isfinite(s_norm)):
+        raise ValueError(f"cache.norm_factor must be positive and finite, got {s_norm}")
+    wall, data_seconds = _train_loop(cache, trainers, cfg, out_dir, sig, start, 1.0 / s_norm, progress)
+    return _finish(out_dir, trainers, cfg, sig, s_norm, start, wall, data_seconds)
+
+
+def _check_specs(cache: ActivationSource, specs: Mapping[str, TopKSAEConfig | VSAEConfig]) -> None:
     if not specs:
         raise ValueError("specs is empty")
     for n in specs:
         if not n or "/" in n or n.startswith((".", "_")):
             raise ValueError(f"bad SAE name {n!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     d_model = (getattr(cache, "manifest", None) or {}).get("d_model", getattr(cache, "d_model", None))
     for n, c in specs.items():
         if d_model is not None and c.d_in != int(d_model):
             raise ValueError(f"SAE {n!r}: d_in={c.d_in} but the cache has d_model={d_model}")
-    sig = _run_signature(specs, cfg, cache)
-    marker = out_dir / "checkpoint.json"
-    summary_path = out_dir / "train_summary.json"
 
+
+def _finished_or_reset(out_dir: Path, specs, sig: dict, resume: bool) -> dict[str, SAEBase] | None:
+    """The SAEs of a finished run with this signature (resume), else None; ``resume=False`` clears
+    this trainer's files first; a finished run with another signature is refused."""
+    marker, summary_path = out_dir / "checkpoint.json", out_dir / "train_summary.json"
     if not resume:
         for p in (marker, summary_path):
             p.unlink(missing_ok=True)
@@ -446,34 +466,36 @@ def train_saes(
                 f"{out_dir} holds a finished run with other specs or settings; "
                 "use another out_dir or resume=False"
             )
+    return None
 
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
-    trainers = {n: SAETrainer(n, c, cfg) for n, c in specs.items()}
 
-    start = 0
-    if resume and marker.exists():
-        mk = json.loads(marker.read_text())
-        if mk.get("signature") != sig:
-            raise ValueError(
-                f"{out_dir} holds a checkpoint of a different run (specs, settings or cache); "
-                "use another out_dir or resume=False"
-            )
-        start = int(mk["step"])
-        for n, tr in trainers.items():
-            st = torch.load(out_dir / n / "ckpt" / f"step_{start:08d}.pt", weights_only=True)
-            tr.load_state_dict(st)
-            torch.set_rng_state(st["torch_rng"])  # the same global state is stored with every model
+def _restore_checkpoint(out_dir: Path, trainers: Mapping[str, SAETrainer], sig: dict) -> int:
+    """Load the last checkpoint of an interrupted run with this signature; the step to start from."""
+    marker = out_dir / "checkpoint.json"
+    if not marker.exists():
+        return 0
+    mk = json.loads(marker.read_text())
+    if mk.get("signature") != sig:
+        raise ValueError(
+            f"{out_dir} holds a checkpoint of a different run (specs, settings or cache); "
+            "use another out_dir or resume=False"
+        )
+    start = int(mk["step"])
+    for n, tr in trainers.items():
+        st = torch.load(out_dir / n / "ckpt" / f"step_{start:08d}.pt", weights_only=True)
+        tr.load_state_dict(st)
+        torch.set_rng_state(st["torch_rng"])  # the same global state is stored with every model
+    return start
+
+
+def _train_loop(cache, trainers: Mapping[str, SAETrainer], cfg: TrainConfig, out_dir: Path, sig: dict, start: int,
+                inv: float, progress: bool) -> tuple[float, float]:
+    """Steps ``start .. cfg.steps`` of every trainer on the same normalised batches, with logs,
+    checkpoints and a progress bar; returns (wall seconds, seconds spent reading batches)."""
     logs = {}
     for n in trainers:
         (out_dir / n / "ckpt").mkdir(parents=True, exist_ok=True)
         logs[n] = _CsvLog(out_dir / n / "log.csv", keep_until_step=start if start > 0 else None)
-
-    s_norm = float(cache.norm_factor)
-    if not (s_norm > 0 and math.isfinite(s_norm)):
-        raise ValueError(f"cache.norm_factor must be positive and finite, got {s_norm}")
-    inv = 1.0 / s_norm
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -516,9 +538,12 @@ def train_saes(
             lg.close()
         if bar is not None:
             bar.close()
-    wall = time.perf_counter() - t_start
+    return time.perf_counter() - t_start, data_seconds
 
-    # outputs: folded to raw activation units
+
+def _finish(out_dir: Path, trainers: Mapping[str, SAETrainer], cfg: TrainConfig, sig: dict, s_norm: float,
+            start: int, wall: float, data_seconds: float) -> dict[str, SAEBase]:
+    """Fold the norm factor into each SAE, save it, write the run summary, drop the checkpoints."""
     result: dict[str, SAEBase] = {}
     tokens = cfg.steps * cfg.batch_size
     per_model = {}
@@ -562,9 +587,9 @@ def train_saes(
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
     }
-    atomic_write_json(summary_path, summary)
+    atomic_write_json(out_dir / "train_summary.json", summary)
     # checkpoints are no longer needed once the final weights are written
-    marker.unlink(missing_ok=True)
+    (out_dir / "checkpoint.json").unlink(missing_ok=True)
     for n in trainers:
         shutil.rmtree(out_dir / n / "ckpt", ignore_errors=True)
     per = ", ".join(f"{n} {tokens / tr.seconds:,.0f}" for n, tr in trainers.items() if tr.seconds > 0)

@@ -21,6 +21,9 @@ def _paper_wide(paper: pd.DataFrame | None) -> pd.DataFrame | None:
 def probing_2x2(summary: pd.DataFrame, probe_ks=(1, 2, 5), paper: pd.DataFrame | None = None):
     """The paper's sparse-probing figure from a per-SAE summary.
 
+    (Long on purpose: the four panels share their axis limits, zoom and label placement, which is
+    what makes the figure readable; each panel's block is commented.)
+
     ``summary``: one row per SAE with architecture, sae_k, sae_test_accuracy, llm_test_accuracy,
     preservation, and sae_top_{k}_test_accuracy / top_{k}_preservation for k in ``probe_ks``. Rows of
     the same (architecture, sae_k) are seeds: drawn as their mean, with 95% t-intervals as error bars.

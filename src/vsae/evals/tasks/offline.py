@@ -253,6 +253,10 @@ def build_offline_suite(
 ) -> TaskSuite:
     """Build the offline probing, SCR and TPP tasks from labelled documents.
 
+    (Long on purpose: every task takes its passages from one seeded, shared candidate order, so
+    that the tasks overlap in passages as SAE Bench's do; splitting it would thread that state
+    through every helper.)
+
     How the tasks are made:
 
     * Every document is categorised (speech: State of the Union, with party and year; novel:
