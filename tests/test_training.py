@@ -362,3 +362,30 @@ def test_vsae_kl_keeps_fewer_latents_alive(tmp_path):
         fired[i[v != 0]] = True
         alive[n] = float(fired.float().mean())
     assert alive["kl1"] < 0.5 * alive["kl0"], alive
+
+
+def test_parallel_workers_update_each_sae_as_serially(tmp_path, monkeypatch):
+    """SAEs updated in two threads (each op on one core) end where the serial loop ends, and the
+    torch thread count is restored afterwards; a bad worker count is refused with the variable's name."""
+    specs = _specs()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the serial reference with one core per op, as each worker runs
+        serial = train_saes(MemCache(_acts()), specs, _cfg(), tmp_path / "serial", progress=False, workers=1)
+        torch.set_num_threads(2)
+        par = train_saes(MemCache(_acts()), specs, _cfg(), tmp_path / "par", progress=False, workers=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    _assert_same(_params(serial), _params(par))
+    monkeypatch.setenv(T.WORKERS_ENV, "0")
+    with pytest.raises(ValueError, match=T.WORKERS_ENV):
+        T.train_workers(4)
+    monkeypatch.setenv(T.WORKERS_ENV, "3")
+    assert T.train_workers(8) == 3 and T.train_workers(2) == 2
+
+
+def test_parallel_divergence_names_the_first_sae_in_order(tmp_path):
+    specs = {"topk": TopKSAEConfig(16, 64, 4), "vsae": VSAEConfig(16, 64, 4)}
+    with pytest.raises(TrainingDivergedError, match=r"'topk'.*step 12"):
+        train_saes(MemCache(_acts(), nan_at=12), specs, _cfg(), tmp_path, progress=False, workers=2)

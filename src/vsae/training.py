@@ -33,6 +33,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import platform
 import shutil
 import time
@@ -408,8 +409,12 @@ def train_saes(
     out_dir: str | Path,
     resume: bool = True,
     progress: bool = True,
+    workers: int | None = None,
 ) -> dict[str, SAEBase]:
     """Train every SAE in ``specs`` (name -> config) on one pass over ``cache``.
+
+    ``workers`` > 1 updates the SAEs of a step in that many threads, each running its ops on one
+    core (:class:`_StepRunner`); None: :func:`train_workers`.
 
     Returns the trained SAEs (folded to raw activation units, eval mode, as saved to
     ``out_dir/<name>``). With ``resume=True`` a finished run in ``out_dir`` with the same specs and
@@ -432,8 +437,93 @@ def train_saes(
     s_norm = float(cache.norm_factor)
     if not (s_norm > 0 and math.isfinite(s_norm)):
         raise ValueError(f"cache.norm_factor must be positive and finite, got {s_norm}")
-    wall, data_seconds = _train_loop(cache, trainers, cfg, out_dir, sig, start, 1.0 / s_norm, progress)
+    wall, data_seconds = _train_loop(cache, trainers, cfg, out_dir, sig, start, 1.0 / s_norm, progress,
+                                     train_workers(len(trainers)) if workers is None else workers)
     return _finish(out_dir, trainers, cfg, sig, s_norm, start, wall, data_seconds)
+
+
+#: environment variable overriding the number of threads that update SAEs in parallel
+WORKERS_ENV = "VSAE_TRAIN_WORKERS"
+
+
+def train_workers(n_saes: int) -> int:
+    """How many SAEs of one pass are updated at once: ``$VSAE_TRAIN_WORKERS``, else one per torch
+    thread (at most one per SAE)."""
+    env = os.environ.get(WORKERS_ENV)
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"{WORKERS_ENV} must be a whole number, got {env!r}") from None
+        if n < 1:
+            raise ValueError(f"{WORKERS_ENV} must be >= 1, got {n}")
+    else:
+        n = torch.get_num_threads()
+    return max(1, min(n, n_saes))
+
+
+class _StepRunner:
+    """One optimizer step of every SAE on the same batch, serially or in ``workers`` threads.
+
+    The SAEs of one pass share nothing but the batch, and at the book's shapes most of a step is
+    small ops that one core runs as fast as two, so updating ``workers`` SAEs at once, each on one
+    core (``torch.set_num_threads(1)`` for the duration), uses the cores better than splitting every
+    op across them. The SAEs are spread over the threads by an estimated cost (a vSAE with the KL
+    over all latents needs one more dense matmul). Errors are raised in the SAEs' order, as serially.
+    Each SAE's updates are the same in either mode up to the summation order of its matmuls.
+    """
+
+    def __init__(self, trainers: list[SAETrainer], workers: int):
+        self.trainers = trainers
+        self.workers = max(1, min(int(workers), len(trainers)))
+        self.pool = None
+        if self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.threads_before = torch.get_num_threads()
+            torch.set_num_threads(1)
+            self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sae-train")
+            self.groups = self._partition()
+
+    def _partition(self) -> list[list[int]]:
+        def cost(tr):
+            c = tr.model.cfg
+            dense = c.architecture == "vsae" and c.kl_scope == "all" or getattr(c, "l2_preact_coeff", 0) > 0
+            return 1.0 + (0.5 if dense else 0.0) + c.k / 2048
+
+        loads = [0.0] * self.workers
+        groups: list[list[int]] = [[] for _ in range(self.workers)]
+        for i in sorted(range(len(self.trainers)), key=lambda i: -cost(self.trainers[i])):
+            g = loads.index(min(loads))
+            groups[g].append(i)
+            loads[g] += cost(self.trainers[i])
+        return [sorted(g) for g in groups if g]
+
+    def update(self, x: torch.Tensor, step: int, var_x: float) -> None:
+        if self.pool is None:
+            for tr in self.trainers:
+                tr.update(x, step, var_x)
+            return
+        errors: dict[int, BaseException] = {}
+
+        def run(group):
+            for i in group:
+                try:
+                    self.trainers[i].update(x, step, var_x)
+                except BaseException as e:  # noqa: BLE001 - re-raised below, in the SAEs' order
+                    errors[i] = e
+                    return
+
+        for f in [self.pool.submit(run, g) for g in self.groups]:
+            f.result()
+        if errors:
+            raise errors[min(errors)]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            torch.set_num_threads(self.threads_before)
+            self.pool = None
 
 
 def _check_specs(cache: ActivationSource, specs: Mapping[str, TopKSAEConfig | VSAEConfig]) -> None:
@@ -489,7 +579,7 @@ def _restore_checkpoint(out_dir: Path, trainers: Mapping[str, SAETrainer], sig: 
 
 
 def _train_loop(cache, trainers: Mapping[str, SAETrainer], cfg: TrainConfig, out_dir: Path, sig: dict, start: int,
-                inv: float, progress: bool) -> tuple[float, float]:
+                inv: float, progress: bool, workers: int = 1) -> tuple[float, float]:
     """Steps ``start .. cfg.steps`` of every trainer on the same normalised batches, with logs,
     checkpoints and a progress bar; returns (wall seconds, seconds spent reading batches)."""
     logs = {}
@@ -505,6 +595,7 @@ def _train_loop(cache, trainers: Mapping[str, SAETrainer], cfg: TrainConfig, out
     data_seconds = 0.0
     step = start
     last_ckpt = start if start > 0 else None
+    runner = _StepRunner(list(trainers.values()), workers)
     try:
         it = iter(cache.batches(cfg.batch_size, cfg.seed, start_step=start, n_steps=cfg.steps - start))
         while step < cfg.steps:
@@ -516,8 +607,7 @@ def _train_loop(cache, trainers: Mapping[str, SAETrainer], cfg: TrainConfig, out
             x = xb.to(torch.float32).mul_(inv) if xb.dtype != torch.float32 else xb * inv
             var_x = float((x - x.mean(0, keepdim=True)).pow(2).sum(-1).mean())
             data_seconds += time.perf_counter() - t0
-            for tr in trainers.values():
-                tr.update(x, step, var_x)
+            runner.update(x, step, var_x)
             step += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
                 for n, tr in trainers.items():
@@ -534,6 +624,7 @@ def _train_loop(cache, trainers: Mapping[str, SAETrainer], cfg: TrainConfig, out
         where = f"step {last_ckpt} in {out_dir}" if last_ckpt is not None else "none written yet"
         raise TrainingDivergedError(f"{e}; last good checkpoint: {where}") from None
     finally:
+        runner.close()
         for lg in logs.values():
             lg.close()
         if bar is not None:
