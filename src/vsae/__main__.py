@@ -9,9 +9,14 @@ Commands::
     verify    PATH [--full]                             check an activation cache (manifest, sizes, sha256)
     tokens    [--corpus C] [--lm NAME]                  token counts per source and split
     hub                                                 is the Hugging Face Hub reachable?
+    train     [--profile P] [--device D] [--main-seed-only] [--k-values K ...] [--seeds S ...]
+                                                        train the profile's headline SAEs into the store
+    export    SAE_DIR --format saelens|saebench OUT [--normalize-decoder] [--hook-name H] [--model-name M]
+                                                        write an SAE as SAELens / SAE Bench load it (vsae.export)
+    tables    [--profile P] [--device D] [--format csv parquet] OUT
+                                                        write every per-seed result table as CSV / Parquet
 
-More commands (train, ...) are added to :data:`COMMANDS` as ``name: (add_arguments, run)`` and a
-line in :data:`HELP`.
+A command is added to :data:`COMMANDS` as ``name: (add_arguments, run)`` and a line in :data:`HELP`.
 """
 
 from __future__ import annotations
@@ -152,6 +157,93 @@ def _hub(a: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+# -- train --------------------------------------------------------------------------------------
+def _profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="offline", help="paper | offline | smoke (default offline)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--k-values", type=int, nargs="+", metavar="K", help="override the profile's k values")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="override the profile's seeds (first = main)")
+
+
+def _experiment(a: argparse.Namespace):
+    from .pipeline import Experiment
+
+    over = {k: v for k, v in {"k_values": a.k_values, "seeds": a.seeds}.items() if v is not None}
+    return Experiment(a.profile, a.device, **over)
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _profile_args(p)
+    p.add_argument("--main-seed-only", action="store_true",
+                   help="only the main seed's runs (default: every seed of the profile, as chapter 03)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _train(a: argparse.Namespace) -> int:
+    from .hub import HubUnavailableError
+
+    try:
+        ex = _experiment(a)
+        variants = ex.headline_variants() if a.main_seed_only else ex.seed_variants()
+        ex.train(variants, progress=not a.no_progress)
+    except HubUnavailableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for v in variants:
+        print(f"{v.name:24s} {ex.sae_dir(v)}")
+    return 0
+
+
+# -- export -------------------------------------------------------------------------------------
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sae_dir", help="a saved SAE folder (cfg.json + sae.safetensors), e.g. a path printed by `train`")
+    p.add_argument("out", help="folder to write")
+    p.add_argument("--format", required=True, choices=["saelens", "saebench"],
+                   help="saelens: cfg.json + sae_weights.safetensors for sae_lens.SAE.load_from_disk; "
+                        "saebench: the state dict of sae_bench.custom_saes.topk_sae.TopKSAE + load_saebench.py")
+    p.add_argument("--normalize-decoder", action="store_true",
+                   help="unit-norm decoder rows first (changes a vSAE's TopK selection; see vsae.export)")
+    p.add_argument("--hook-name", help="default: the hook recorded in the SAE's cfg.json")
+    p.add_argument("--model-name", help="the peers' model name (default: from the recorded language model)")
+    p.add_argument("--layer", type=int, help="default: the recorded layer")
+
+
+def _export(a: argparse.Namespace) -> int:
+    from .export import export_sae
+
+    try:
+        out = export_sae(a.sae_dir, a.out, a.format, normalize_decoder=a.normalize_decoder,
+                         hook_name=a.hook_name, model_name=a.model_name, layer=a.layer)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{a.format}: {out}")
+    return 0
+
+
+# -- tables -------------------------------------------------------------------------------------
+def _tables_args(p: argparse.ArgumentParser) -> None:
+    _profile_args(p)
+    p.add_argument("out", help="folder to write <table>.csv / .parquet, SCHEMA.txt, schema.json, manifest.json")
+    p.add_argument("--format", nargs="+", default=["csv", "parquet"], choices=["csv", "parquet"])
+
+
+def _tables(a: argparse.Namespace) -> int:
+    from .export import export_tables
+    from .hub import HubUnavailableError
+
+    try:
+        manifest = export_tables(_experiment(a), a.out, formats=a.format)
+    except HubUnavailableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(manifest['tables'])} tables in {a.out}:")
+    from pathlib import Path
+
+    print((Path(a.out) / "SCHEMA.txt").read_text(), end="")
+    return 0
+
+
 COMMANDS.update({
     "fetch": (_fetch_args, _fetch),
     "assets": (_assets_args, _assets),
@@ -159,6 +251,9 @@ COMMANDS.update({
     "verify": (_verify_args, _verify),
     "tokens": (_tokens_args, _tokens),
     "hub": (_hub_args, _hub),
+    "train": (_train_args, _train),
+    "export": (_export_args, _export),
+    "tables": (_tables_args, _tables),
 })
 
 HELP = {
@@ -168,6 +263,9 @@ HELP = {
     "verify": "verify an activation cache",
     "tokens": "token counts of a corpus per source and split",
     "hub": "check whether the Hugging Face Hub is reachable (3 s)",
+    "train": "train the profile's headline SAEs (all seeds) into the store; prints their folders",
+    "export": "export a saved SAE for SAELens or SAE Bench",
+    "tables": "write every per-seed result table of a profile as CSV / Parquet with a schema",
 }
 
 
