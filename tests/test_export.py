@@ -251,11 +251,12 @@ def test_cli_tables_and_train_go_through_experiment(monkeypatch, tmp_path, capsy
             return tmp_path / v.name
 
     monkeypatch.setattr(pipeline, "Experiment", Ex)
-    assert cli(["tables", "--profile", "smoke", str(tmp_path / "t")]) == 0
-    assert made[0] == ("smoke", "cpu", {}) and (tmp_path / "t" / "core_metrics.parquet").exists()
+    assert cli(["tables", "--profile", "smoke", "--k-values", "8", "--format", "parquet,csv", str(tmp_path / "t")]) == 0
+    assert made[0] == ("smoke", "cpu", {"k_values": [8]}) and (tmp_path / "t" / "core_metrics.parquet").exists()
     assert "core_metrics (2 rows)" in capsys.readouterr().out
+    assert cli(["tables", "--format", "xlsx", str(tmp_path / "u")]) == 1
     made.clear()
-    assert cli(["train", "--profile", "smoke", "--seeds", "1", "2", "--no-progress"]) == 0
+    assert cli(["train", "--profile", "smoke", "--seeds", "1,2", "--no-progress"]) == 0
     assert made == [("smoke", "cpu", {"seeds": [1, 2]}), ("train", ["topk_k8", "vsae_k8_s43"])]
     assert "topk_k8" in capsys.readouterr().out
     made.clear()

@@ -9,11 +9,11 @@ Commands::
     verify    PATH [--full]                             check an activation cache (manifest, sizes, sha256)
     tokens    [--corpus C] [--lm NAME]                  token counts per source and split
     hub                                                 is the Hugging Face Hub reachable?
-    train     [--profile P] [--device D] [--main-seed-only] [--k-values K ...] [--seeds S ...]
+    train     [--profile P] [--device D] [--main-seed-only] [--k-values K,K] [--seeds S,S]
                                                         train the profile's headline SAEs into the store
     export    SAE_DIR --format saelens|saebench OUT [--normalize-decoder] [--hook-name H] [--model-name M]
                                                         write an SAE as SAELens / SAE Bench load it (vsae.export)
-    tables    [--profile P] [--device D] [--format csv parquet] OUT
+    tables    [--profile P] [--device D] [--k-values K,K] [--seeds S,S] [--format csv,parquet] OUT
                                                         write every per-seed result table as CSV / Parquet
 
 A command is added to :data:`COMMANDS` as ``name: (add_arguments, run)`` and a line in :data:`HELP`.
@@ -161,8 +161,15 @@ def _hub(a: argparse.Namespace) -> int:
 def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="offline", help="paper | offline | smoke (default offline)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--k-values", type=int, nargs="+", metavar="K", help="override the profile's k values")
-    p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="override the profile's seeds (first = main)")
+    p.add_argument("--k-values", type=_ints, metavar="K,K", help="override the profile's k values, e.g. 64,128")
+    p.add_argument("--seeds", type=_ints, metavar="S,S", help="override the profile's seeds (first = main), e.g. 42,43")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def _experiment(a: argparse.Namespace):
@@ -225,7 +232,8 @@ def _export(a: argparse.Namespace) -> int:
 def _tables_args(p: argparse.ArgumentParser) -> None:
     _profile_args(p)
     p.add_argument("out", help="folder to write <table>.csv / .parquet, SCHEMA.txt, schema.json, manifest.json")
-    p.add_argument("--format", nargs="+", default=["csv", "parquet"], choices=["csv", "parquet"])
+    p.add_argument("--format", type=lambda t: [f.strip() for f in t.split(",") if f.strip()], default=["csv", "parquet"],
+                   metavar="csv,parquet", help="which files to write (default both)")
 
 
 def _tables(a: argparse.Namespace) -> int:
@@ -234,6 +242,9 @@ def _tables(a: argparse.Namespace) -> int:
 
     try:
         manifest = export_tables(_experiment(a), a.out, formats=a.format)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except HubUnavailableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

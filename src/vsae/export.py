@@ -462,8 +462,8 @@ def export_tables(ex_or_tables, out: str | Path, formats=("csv", "parquet"), var
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict] = {}
     schema: dict[str, dict] = {}
-    for name, df in tables.items():
-        df = _for_files(df)
+    written = {name: _for_files(df) for name, df in tables.items()}
+    for name, df in written.items():
         if "csv" in formats:
             atomic_write(out / f"{name}.csv", df.to_csv(index=False))
         if "parquet" in formats:
@@ -473,7 +473,7 @@ def export_tables(ex_or_tables, out: str | Path, formats=("csv", "parquet"), var
             files[p.name] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
         schema[name] = {"rows": int(len(df)), "doc": TABLE_DOCS.get(name, ""),
                         "columns": [[c, _dtype_name(df[c])] for c in df.columns]}
-    lines = schema_lines({n: _for_files(df) for n, df in tables.items()})
+    lines = schema_lines(written)
     atomic_write(out / "SCHEMA.txt", "\n".join(lines) + "\n")
     atomic_write_json(out / "schema.json", schema)
     from . import __version__ as vsae_version
