@@ -408,14 +408,16 @@ def _dtype_name(s) -> str:
         return "datetime"
     if pd.api.types.is_string_dtype(s) or s.dtype == object:
         vals = s.dropna()
-        if len(vals) and not all(isinstance(v, str) for v in vals):
-            return "object"
-        return "str"
+        for name, kinds in (("str", str), ("bool", bool), ("int", int), ("float", (int, float))):
+            if all(isinstance(v, kinds) for v in vals):
+                return name if len(vals) == len(s) or name == "str" else f"{name}?"  # ?: with missing values
+        return "object"
     return str(s.dtype)
 
 
 def schema_lines(tables: dict[str, Any]) -> list[str]:
-    """One line per table: ``name (N rows): col:type, ...``."""
+    """One line per table: ``name (N rows): col:type, ...`` with types str, int, float, bool, datetime or
+    object; ``?`` marks a column of Python values with missing entries (e.g. ``bool?``)."""
     return [f"{name} ({len(df):,} rows): " + ", ".join(f"{c}:{_dtype_name(df[c])}" for c in df.columns)
             for name, df in tables.items()]
 
