@@ -262,3 +262,18 @@ def test_cli_tables_and_train_go_through_experiment(monkeypatch, tmp_path, capsy
     made.clear()
     assert cli(["train", "--profile", "smoke", "--main-seed-only", "--k-values", "8", "--no-progress"]) == 0
     assert made == [("smoke", "cpu", {"k_values": [8]}), ("train", ["topk_k8"])]
+
+
+@pytest.mark.parametrize("arch", ["topk", "vsae"])
+def test_flipped_b_dec_recipe_is_exported_as_it_encodes(arch, x):
+    """A ladder rung with the other architecture's b_dec choice keeps its own encoder in the export."""
+    cfg = (TopKSAEConfig(D_IN, D_SAE, K, subtract_b_dec=False) if arch == "topk"
+           else VSAEConfig(D_IN, D_SAE, K, subtract_b_dec=True))
+    sae = _rand(TopKSAE(cfg) if arch == "topk" else VSAE(cfg), 3).eval()
+    form = export.topk_form(sae)
+    assert form["apply_b_dec_to_input"] == cfg.subtract_b_dec
+    with torch.no_grad():
+        f = sae.encode(x)
+        assert torch.allclose(export.as_topk_sae(sae).encode(x), f, atol=1e-5, rtol=0)
+        got = _peer_topk(form["W_enc"], form["b_enc"], form["W_dec"], form["b_dec"], K, form["apply_b_dec_to_input"], x)
+        assert torch.allclose(got[0] if isinstance(got, tuple) else got, f, atol=1e-5, rtol=0)

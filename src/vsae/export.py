@@ -166,8 +166,8 @@ def topk_form(sae, *, subtract_b_dec: bool | None = None, normalize_decoder: boo
     """The inference form of ``sae`` as a TopK SAE (see the module docstring).
 
     Returns ``{"W_enc", "b_enc", "W_dec", "b_dec"}`` (float32, contiguous, CPU), ``k`` and
-    ``apply_b_dec_to_input``. ``subtract_b_dec=None`` keeps the SAE's own encoder (TopK: True, vSAE:
-    False); ``True`` forces a form that subtracts ``b_dec`` (the vSAE's bias becomes ``b_enc + b_dec @
+    ``apply_b_dec_to_input``. ``subtract_b_dec=None`` keeps the SAE's own encoder (``cfg.subtract_b_dec``:
+    TopK True, vSAE False by default); ``True`` forces a form that subtracts ``b_dec`` (the vSAE's bias becomes ``b_enc + b_dec @
     W_enc``). ``normalize_decoder`` rescales decoder rows to unit norm first (encoder columns and bias
     times the norm; the vSAE: :meth:`~vsae.models.VSAE.normalized_decoder`).
     """
@@ -180,7 +180,7 @@ def topk_form(sae, *, subtract_b_dec: bool | None = None, normalize_decoder: boo
     if normalize_decoder and arch == "topk":  # the same rescaling as VSAE.normalized_decoder
         n = W_dec.norm(dim=1).clamp_min(1e-12)
         W_dec, W_enc, b_enc = W_dec / n[:, None], W_enc * n[None, :], b_enc * n
-    own = arch == "topk"
+    own = bool(sae.cfg.subtract_b_dec)  # the recipe field (TopK: True, vSAE: False unless a ladder rung flips it)
     apply = own if subtract_b_dec is None else bool(subtract_b_dec)
     if apply != own:  # x @ W + b == (x - b_dec) @ W + (b + b_dec @ W)
         shift = b_dec.double() @ W_enc.double()
