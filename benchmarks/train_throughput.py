@@ -15,7 +15,14 @@ naive, ours, ours, floor, ...) and the median is reported, so that load from oth
 all of them alike. ``--memory`` (default on) also trains the paper's eight SAEs (TopK and vSAE at
 k in {64, 128, 256, 512}, d_sae 8192) from one pass in a child process and reports its peak RSS.
 
-Usage: ``python benchmarks/train_throughput.py [--quick] [--threads N] [--no-memory]``
+Then the book's shapes (the offline profile: d_in 576, d_sae 4608, batch 192, fp32): one
+normalised batch fed to :meth:`SAETrainer.update` of each of the eight SAEs in turn (TopK and vSAE
+at k in {64, 128, 256, 512}, what :func:`vsae.training.train_saes` does every step), timed
+interleaved with single ``[192, 576] @ [576, 4608]`` fp32 matmuls. The floor of that step is
+``8 * 4 * d_in * d_sae`` FLOP per token at the matmul's speed; the last line is exactly
+``book-shapes: floor_fraction=<floor time / step time>``.
+
+Usage: ``python benchmarks/train_throughput.py [--quick] [--threads N] [--no-memory] [--book-shapes-only]``
 """
 
 from __future__ import annotations
@@ -26,50 +33,17 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from vsae.models import TopKSAEConfig, VSAEConfig
 from vsae.training import SAETrainer, TrainConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from naive_topk import NaiveTopK, naive_step  # noqa: E402  (shared with peers.py's workers)
 
-class NaiveTopK(nn.Module):
-    """The textbook dense TopK SAE step (dictionary_learning's maths, no sparse kernels)."""
-
-    def __init__(self, d_in: int, d_sae: int, k: int):
-        super().__init__()
-        w = torch.randn(d_sae, d_in)
-        w /= w.norm(dim=1, keepdim=True)
-        self.W_dec = nn.Parameter(w)
-        self.W_enc = nn.Parameter(w.t().clone())
-        self.b_enc = nn.Parameter(torch.zeros(d_sae))
-        self.b_dec = nn.Parameter(torch.zeros(d_in))
-        self.k = k
-
-    def loss(self, x):
-        a = torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
-        v, i = a.topk(self.k, dim=-1, sorted=False)
-        f = torch.zeros_like(a).scatter(-1, i, v)
-        x_hat = f @ self.W_dec + self.b_dec
-        return (x - x_hat).float().pow(2).sum(-1).mean()
-
-
-def naive_step(model: NaiveTopK, opt, x, dtype: str) -> None:
-    opt.zero_grad(set_to_none=True)
-    if dtype == "bfloat16":
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model.loss(x)
-    else:
-        loss = model.loss(x)
-    loss.backward()
-    with torch.no_grad():
-        g, w = model.W_dec.grad, model.W_dec
-        g -= (g * w).sum(1, keepdim=True) * w
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    with torch.no_grad():
-        model.W_dec /= model.W_dec.norm(dim=1, keepdim=True)
+__all__ = ["NaiveTopK", "naive_step", "bench_setting", "bench_book_shapes", "floor_fraction", "book_shapes_line"]
 
 
 def bench_setting(batch: int, dtype: str, d_in: int, d_sae: int, k: int, reps: int) -> dict:
@@ -119,6 +93,83 @@ def bench_setting(batch: int, dtype: str, d_in: int, d_sae: int, k: int, reps: i
     res["topk_vs_floor"] = res["topk_tok_s"] / floor
     res["vsae_vs_floor"] = res["vsae_tok_s"] / floor
     return res
+
+
+#: the book's shapes (offline profile: SmolLM2-135M d_model 576, expansion 8, the paper's batch and k)
+BOOK_D_IN, BOOK_D_SAE, BOOK_BATCH, BOOK_K = 576, 4608, 192, (64, 128, 256, 512)
+
+
+def book_specs(d_in: int = BOOK_D_IN, d_sae: int = BOOK_D_SAE, ks=BOOK_K, seed: int = 42) -> dict:
+    """The eight runs of one training pass, as :meth:`vsae.pipeline.Experiment.headline_variants`
+    builds them: TopK at each k, then the vSAE (fixed variance, KL over all latents) at each k."""
+    specs: dict = {f"topk_k{k}": TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, seed=seed) for k in ks}
+    specs.update({f"vsae_k{k}": VSAEConfig(d_in=d_in, d_sae=d_sae, k=k, seed=seed) for k in ks})
+    return specs
+
+
+def floor_fraction(step_s: float, mm_s: float, n_saes: int, batch: int, d_in: int, d_sae: int) -> float:
+    """Floor time / measured time of one multi-SAE step.
+
+    The floor is ``n_saes * 4 * d_in * d_sae`` FLOP per token (each SAE's encoder matmul and its
+    weight gradient) at the speed of one ``[batch, d_in] @ [d_in, d_sae]`` matmul, which does
+    ``2 * batch * d_in * d_sae`` FLOP in ``mm_s`` seconds.
+    """
+    flop_per_s = 2 * batch * d_in * d_sae / mm_s
+    floor_s = n_saes * 4 * d_in * d_sae * batch / flop_per_s
+    return floor_s / step_s
+
+
+def book_shapes_line(frac: float) -> str:
+    return f"book-shapes: floor_fraction={frac:.3f}"
+
+
+def bench_book_shapes(reps: int, d_in: int = BOOK_D_IN, d_sae: int = BOOK_D_SAE, batch: int = BOOK_BATCH,
+                      ks=BOOK_K, steps: int = 1500) -> dict:
+    """Time the book's training step: one normalised batch fed to :meth:`SAETrainer.update` of each
+    of the eight SAEs in turn (what :func:`vsae.training.train_saes` does per step), fp32, with
+    single ``[batch, d_in] @ [d_in, d_sae]`` matmuls timed between the steps (three per step)."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    raw = [torch.randn(batch, d_in, generator=g) * 3 for _ in range(2)]
+    norm = float(torch.cat(raw).pow(2).sum(1).mean().sqrt())
+    xm, Wm = torch.randn(batch, d_in, generator=g), torch.randn(d_in, d_sae, generator=g) / d_in**0.5
+    tc = TrainConfig(steps=steps, batch_size=batch, seed=42)  # the offline book's: 1,500 steps of 192
+    torch.manual_seed(tc.seed)
+    trainers = [SAETrainer(n, c, tc) for n, c in book_specs(d_in, d_sae, ks).items()]
+
+    def one_step(step: int) -> tuple[float, list[float]]:
+        t0 = time.perf_counter()
+        x = raw[step % 2] * (1.0 / norm)
+        var_x = float((x - x.mean(0, keepdim=True)).pow(2).sum(-1).mean())
+        per = []
+        for tr in trainers:
+            t1 = time.perf_counter()
+            tr.update(x, step, var_x)
+            per.append(time.perf_counter() - t1)
+        return time.perf_counter() - t0, per
+
+    one_step(0)  # b_dec init (geometric median), lazy optimizer state
+    one_step(1)
+    torch.mm(xm, Wm)
+    mm, step_t, per_sae = [], [], []
+    for r in range(reps):
+        for _ in range(3):
+            t0 = time.perf_counter()
+            torch.mm(xm, Wm)
+            mm.append(time.perf_counter() - t0)
+        st, per = one_step(2 + r)
+        step_t.append(st)
+        per_sae.append(per)
+    mm_s, step_s = statistics.median(mm), statistics.median(step_t)
+    names = [tr.name for tr in trainers]
+    per_med = {n: statistics.median(p[i] for p in per_sae) for i, n in enumerate(names)}
+    frac = floor_fraction(step_s, mm_s, len(trainers), batch, d_in, d_sae)
+    return {
+        "d_in": d_in, "d_sae": d_sae, "batch": batch, "k_values": list(ks), "n_saes": len(trainers), "reps": reps,
+        "matmul_s": mm_s, "matmul_gflops": 2 * batch * d_in * d_sae / mm_s / 1e9,
+        "step_s": step_s, "floor_s": frac * step_s, "floor_fraction": frac,
+        "sae_tokens_per_s": len(trainers) * batch / step_s, "per_sae_s": per_med,
+    }
 
 
 MEMORY_CHILD = r"""
@@ -171,15 +222,37 @@ def main(argv=None) -> None:
     ap.add_argument("--d-sae", type=int, default=8192)
     ap.add_argument("--k", type=int, default=256)
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--book-shapes-only", action="store_true",
+                    help="only the book's multi-SAE step (d_in 576, d_sae 4608, 8 SAEs, batch 192, fp32)")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, d_in {args.d_in}, d_sae {args.d_sae}, k {args.k}")
+    results, mem = [], []
+    t_all = time.perf_counter()
+    if not args.book_shapes_only:
+        results, mem = _trainer_settings(args)
+    b = bench_book_shapes(reps=6 if args.quick else 15)
+    per = ", ".join(f"{n} {v * 1e3:.0f}" for n, v in b["per_sae_s"].items())
+    print(
+        f"book shapes: {b['n_saes']} SAEs (TopK + vSAE, k {'/'.join(map(str, b['k_values']))}, d_in {b['d_in']}, "
+        f"d_sae {b['d_sae']}) from one batch of {b['batch']}, fp32, median of {b['reps']} steps: "
+        f"{b['step_s'] * 1e3:.0f} ms per step (per SAE ms: {per}), {b['sae_tokens_per_s']:,.0f} SAE-tokens/s; "
+        f"matmul {b['matmul_gflops']:.0f} GFLOP/s -> floor {b['floor_s'] * 1e3:.0f} ms per step"
+    )
+    print(f"benchmark took {time.perf_counter() - t_all:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": results, "memory": mem, "book_shapes": b, "threads": torch.get_num_threads()}, f, indent=2)
+    print(book_shapes_line(b["floor_fraction"]))
+
+
+def _trainer_settings(args) -> tuple[list, list]:
+    """The single-SAE settings (``--d-in``/``--d-sae``/``--k``, each batch and dtype) and the memory check."""
     hdr = f"{'batch':>6} {'dtype':>9} {'mm GF/s':>8} {'floor':>8} {'naive':>8} {'ours topk':>10} {'ours vsae':>10} {'topk/naive':>10} {'topk/floor':>10} {'vsae/floor':>10}"
     print(hdr)
     results = []
-    t_all = time.perf_counter()
     for batch in (int(b) for b in args.batches.split(",")):
         for dtype in args.dtypes.split(","):
             reps = (3 if args.quick else 4) if batch >= 2048 else (8 if args.quick else 12)
@@ -203,10 +276,7 @@ def main(argv=None) -> None:
                 f"with a checkpoint: peak RSS {m['peak_rss_gb']:.2f} GB (goal < 6 GB); "
                 f"{m['pass_tok_s']:,.0f} tokens/s per pass (per SAE: {per})"
             )
-    print(f"benchmark took {time.perf_counter() - t_all:.0f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": results, "memory": mem, "threads": torch.get_num_threads()}, f, indent=2)
+    return results, mem
 
 
 if __name__ == "__main__":
