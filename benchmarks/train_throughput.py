@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from vsae.models import TopKSAEConfig, VSAEConfig
-from vsae.training import SAETrainer, TrainConfig
+from vsae.training import SAETrainer, TrainConfig, _StepRunner, train_workers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from naive_topk import NaiveTopK, naive_step  # noqa: E402  (shared with peers.py's workers)
@@ -124,10 +124,12 @@ def book_shapes_line(frac: float) -> str:
 
 
 def bench_book_shapes(reps: int, d_in: int = BOOK_D_IN, d_sae: int = BOOK_D_SAE, batch: int = BOOK_BATCH,
-                      ks=BOOK_K, steps: int = 1500) -> dict:
+                      ks=BOOK_K, steps: int = 1500, workers: int | None = None) -> dict:
     """Time the book's training step: one normalised batch fed to :meth:`SAETrainer.update` of each
-    of the eight SAEs in turn (what :func:`vsae.training.train_saes` does per step), fp32, with
-    single ``[batch, d_in] @ [d_in, d_sae]`` matmuls timed between the steps (three per step)."""
+    of the eight SAEs (what :func:`vsae.training.train_saes` does per step: ``workers`` threads, each
+    running its SAEs' ops on one core; None = :func:`vsae.training.train_workers`, 1 = the serial loop
+    on all cores), fp32, with single ``[batch, d_in] @ [d_in, d_sae]`` matmuls on all cores timed
+    between the steps (three per step)."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     raw = [torch.randn(batch, d_in, generator=g) * 3 for _ in range(2)]
@@ -136,17 +138,22 @@ def bench_book_shapes(reps: int, d_in: int = BOOK_D_IN, d_sae: int = BOOK_D_SAE,
     tc = TrainConfig(steps=steps, batch_size=batch, seed=42)  # the offline book's: 1,500 steps of 192
     torch.manual_seed(tc.seed)
     trainers = [SAETrainer(n, c, tc) for n, c in book_specs(d_in, d_sae, ks).items()]
+    n_workers = train_workers(len(trainers)) if workers is None else workers
+    all_threads = torch.get_num_threads()
+    runner = _StepRunner(trainers, n_workers)
 
     def one_step(step: int) -> tuple[float, list[float]]:
+        if n_workers > 1:
+            torch.set_num_threads(1)
         t0 = time.perf_counter()
         x = raw[step % 2] * (1.0 / norm)
         var_x = float((x - x.mean(0, keepdim=True)).pow(2).sum(-1).mean())
-        per = []
-        for tr in trainers:
-            t1 = time.perf_counter()
-            tr.update(x, step, var_x)
-            per.append(time.perf_counter() - t1)
-        return time.perf_counter() - t0, per
+        before = [tr.seconds for tr in trainers]
+        runner.update(x, step, var_x)
+        per = [tr.seconds - b for tr, b in zip(trainers, before)]
+        out = time.perf_counter() - t0, per
+        torch.set_num_threads(all_threads)  # the floor's matmuls run on every core
+        return out
 
     one_step(0)  # b_dec init (geometric median), lazy optimizer state
     one_step(1)
@@ -160,12 +167,14 @@ def bench_book_shapes(reps: int, d_in: int = BOOK_D_IN, d_sae: int = BOOK_D_SAE,
         st, per = one_step(2 + r)
         step_t.append(st)
         per_sae.append(per)
+    runner.close()
     mm_s, step_s = statistics.median(mm), statistics.median(step_t)
     names = [tr.name for tr in trainers]
     per_med = {n: statistics.median(p[i] for p in per_sae) for i, n in enumerate(names)}
     frac = floor_fraction(step_s, mm_s, len(trainers), batch, d_in, d_sae)
     return {
         "d_in": d_in, "d_sae": d_sae, "batch": batch, "k_values": list(ks), "n_saes": len(trainers), "reps": reps,
+        "workers": n_workers,
         "matmul_s": mm_s, "matmul_gflops": 2 * batch * d_in * d_sae / mm_s / 1e9,
         "step_s": step_s, "floor_s": frac * step_s, "floor_fraction": frac,
         "sae_tokens_per_s": len(trainers) * batch / step_s, "per_sae_s": per_med,
@@ -233,18 +242,22 @@ def main(argv=None) -> None:
     t_all = time.perf_counter()
     if not args.book_shapes_only:
         results, mem = _trainer_settings(args)
-    b = bench_book_shapes(reps=6 if args.quick else 15)
-    per = ", ".join(f"{n} {v * 1e3:.0f}" for n, v in b["per_sae_s"].items())
-    print(
-        f"book shapes: {b['n_saes']} SAEs (TopK + vSAE, k {'/'.join(map(str, b['k_values']))}, d_in {b['d_in']}, "
-        f"d_sae {b['d_sae']}) from one batch of {b['batch']}, fp32, median of {b['reps']} steps: "
-        f"{b['step_s'] * 1e3:.0f} ms per step (per SAE ms: {per}), {b['sae_tokens_per_s']:,.0f} SAE-tokens/s; "
-        f"matmul {b['matmul_gflops']:.0f} GFLOP/s -> floor {b['floor_s'] * 1e3:.0f} ms per step"
-    )
+    reps = 6 if args.quick else 15
+    serial = bench_book_shapes(reps=reps, workers=1)  # the loop of one SAE after another, ops on all cores
+    b = bench_book_shapes(reps=reps)                  # what train_saes does (vsae.training.train_workers)
+    for tag, r in (("serial loop", serial), (f"{b['workers']} workers (train_saes)", b)):
+        per = ", ".join(f"{n} {v * 1e3:.0f}" for n, v in r["per_sae_s"].items())
+        print(
+            f"book shapes, {tag}: {r['n_saes']} SAEs (TopK + vSAE, k {'/'.join(map(str, r['k_values']))}, "
+            f"d_in {r['d_in']}, d_sae {r['d_sae']}) from one batch of {r['batch']}, fp32, median of {r['reps']} steps: "
+            f"{r['step_s'] * 1e3:.0f} ms per step (per SAE ms: {per}), {r['sae_tokens_per_s']:,.0f} SAE-tokens/s; "
+            f"matmul {r['matmul_gflops']:.0f} GFLOP/s -> floor {r['floor_s'] * 1e3:.0f} ms per step, "
+            f"floor fraction {r['floor_fraction']:.3f}"
+        )
     print(f"benchmark took {time.perf_counter() - t_all:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"results": results, "memory": mem, "book_shapes": b, "threads": torch.get_num_threads()}, f, indent=2)
+            json.dump({"results": results, "memory": mem, "book_shapes": b, "book_shapes_serial": serial, "threads": torch.get_num_threads()}, f, indent=2)
     print(book_shapes_line(b["floor_fraction"]))
 
 
