@@ -75,6 +75,18 @@ class SAEBase(nn.Module):
         #: RNG of the sampling noise (vSAE unit / learned); checkpointed by the trainer
         self.noise_generator = torch.Generator().manual_seed(cfg.seed + 1)
 
+    def _init_parameters(self) -> torch.Generator:
+        """W_dec, W_enc (:func:`init_weights` of ``cfg.init``), b_enc = b_dec = 0; returns the seeded
+        generator, for parameters a subclass draws after these (the vSAE's variance head)."""
+        cfg = self.cfg
+        g = torch.Generator().manual_seed(cfg.seed)
+        w_dec, w_enc = init_weights(cfg, g)
+        self.W_dec = nn.Parameter(w_dec)
+        self.W_enc = nn.Parameter(w_enc)
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+        return g
+
     # -- sizes and SAE Bench attributes
     @property
     def d_in(self) -> int:

@@ -11,9 +11,8 @@ and ``TopKTrainer``; Gao et al. 2024, "Scaling and evaluating sparse autoencoder
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
-from .base import SAEBase, geometric_median, init_weights  # noqa: F401 - geometric_median re-exported
+from .base import SAEBase, geometric_median  # noqa: F401 - geometric_median re-exported
 from .config import SAEOutput, TopKSAEConfig
 from .kernels import SparsePattern, _relu_sq_penalty, _zero, topk_select
 
@@ -32,12 +31,7 @@ class TopKSAE(SAEBase):
 
     def __init__(self, cfg: TopKSAEConfig):
         super().__init__(cfg)
-        g = torch.Generator().manual_seed(cfg.seed)
-        w_dec, w_enc = init_weights(cfg, g)
-        self.W_dec = nn.Parameter(w_dec)
-        self.W_enc = nn.Parameter(w_enc)
-        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+        self._init_parameters()
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """Dense post-ReLU pre-TopK activations ``ReLU((x - b_dec) @ W_enc + b_enc)`` [..., d_sae]."""

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .base import SAEBase, init_weights
+from .base import SAEBase
 from .config import SAEOutput, VSAEConfig
 from .kernels import SparsePattern, _relu_sq_penalty, _zero, topk_select
 
@@ -46,12 +46,7 @@ class VSAE(SAEBase):
 
     def __init__(self, cfg: VSAEConfig):
         super().__init__(cfg)
-        g = torch.Generator().manual_seed(cfg.seed)
-        w_dec, w_enc = init_weights(cfg, g)
-        self.W_dec = nn.Parameter(w_dec)
-        self.W_enc = nn.Parameter(w_enc)
-        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+        g = self._init_parameters()
         if cfg.var_mode == "learned":
             a = 0.01
             bound = math.sqrt(2.0 / (1 + a * a)) * math.sqrt(3.0 / cfg.d_in)
