@@ -128,3 +128,38 @@ def test_contexts_from_cache_rebuilds_order():
 def test_max_cosine_to_others():
     W = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     assert core.max_cosine_to_others(W, chunk=2).tolist() == pytest.approx([1.0, 1.0, 0.0])
+
+
+class _DenseOnly(torch.nn.Module):
+    """An SAE seen only through ``encode`` / ``decode`` (as a third-party SAE would be)."""
+
+    def __init__(self, sae):
+        super().__init__()
+        self.sae, self.d_sae, self.W_dec = sae, sae.d_sae, sae.W_dec
+
+    def encode(self, x):
+        return self.sae.encode(x)
+
+    def decode(self, f):
+        return self.sae.decode(f)
+
+
+@pytest.mark.parametrize("arch", ["topk", "vsae"])
+def test_sparse_and_dense_sparsity_pass_agree(arch):
+    """The sparse path (encode_topk / decode_topk, no dense codes) gives the dense path's counts
+    exactly (L0, densities, first-firing tokens) and its real-valued metrics to float rounding."""
+    from vsae.models import TopKSAE, TopKSAEConfig, VSAE, VSAEConfig
+
+    torch.manual_seed(0)
+    cfg = (TopKSAEConfig if arch == "topk" else VSAEConfig)(d_in=16, d_sae=256, k=4, seed=1)
+    sae = (TopKSAE if arch == "topk" else VSAE)(cfg).eval()
+    x = torch.randn(90, 16) * 3  # 360 picks of 256 latents: some never fire
+    sparse_x, dense_x = {}, {}
+    ms, ds = core.sparsity_and_reconstruction({"s": sae}, x, batch_tokens=16, extras=sparse_x, n_boot=50)
+    md, dd = core.sparsity_and_reconstruction({"s": _DenseOnly(sae)}, x, batch_tokens=16, extras=dense_x, n_boot=50)
+    np.testing.assert_array_equal(ds["s"], dd["s"])
+    np.testing.assert_array_equal(sparse_x["first_fire"]["s"], dense_x["first_fire"]["s"])
+    assert ms["s"]["l0"] == md["s"]["l0"] and ms["s"]["n_alive"] == md["s"]["n_alive"]
+    assert 0 < ms["s"]["n_alive"] < 256  # some latents never fire: first_fire = -1 is exercised
+    for key, v in md["s"].items():
+        assert ms["s"][key] == pytest.approx(v, rel=1e-6, abs=1e-9), key

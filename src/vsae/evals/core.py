@@ -247,17 +247,32 @@ class _Acc:
         self.b_sse: list[float] = []
         self.b_relbias: list[float] = []
 
-    def update(self, x: torch.Tensor, x_hat: torch.Tensor, f: torch.Tensor):
+    def update(self, x: torch.Tensor, x_hat: torch.Tensor, f: torch.Tensor | None = None, *,
+               values: torch.Tensor | None = None, indices: torch.Tensor | None = None):
+        """Add one batch: inputs ``x`` [n, d_in], reconstructions ``x_hat`` and the codes, either dense
+        ``f`` [n, d_sae] or sparse ``values`` / ``indices`` [n, k] (the same counts, exactly; the L1
+        sum in another order). The sparse form skips every pass over the dense [n, d_sae] codes."""
         x = x.double()
         x_hat = x_hat.double()
         n = x.shape[0]
         if n == 0:
             return
         r2 = (x - x_hat).pow(2).sum(-1)
-        nz = f != 0
-        new = (self.first_fire < 0) & nz.any(0)
-        if bool(new.any()):
-            self.first_fire[new] = self.n + nz[:, new].to(torch.int8).argmax(0)
+        if f is not None:
+            nz = f != 0
+            new = (self.first_fire < 0) & nz.any(0)
+            if bool(new.any()):
+                self.first_fire[new] = self.n + nz[:, new].to(torch.int8).argmax(0)
+            l0, l1, fires = float(nz.sum()), float(f.double().sum()), nz.sum(0)
+        else:
+            m = values != 0
+            lat = indices[m]
+            rows = torch.arange(n).unsqueeze(1).expand_as(indices)[m]
+            fires = torch.bincount(lat, minlength=self.fires.shape[0])
+            first = torch.full_like(self.first_fire, n).scatter_reduce_(0, lat, rows, "amin")
+            new = (self.first_fire < 0) & (first < n)
+            self.first_fire[new] = self.n + first[new]
+            l0, l1 = float(m.sum()), float(values.double().sum())
         self.n += n
         self.sse += float(r2.sum())
         self.sum_x += x.sum(0)
@@ -276,9 +291,9 @@ class _Acc:
         self.l2_in += float(nin.sum())
         self.l2_out += float(nout.sum())
         self.l2_ratio += float((nout / torch.where(nin.abs() < 1e-4, torch.ones_like(nin), nin)).sum())
-        self.l0 += float(nz.sum())
-        self.l1 += float(f.double().sum())
-        self.fires += nz.sum(0)
+        self.l0 += l0
+        self.l1 += l1
+        self.fires += fires
         self.b_mss.append(float(x.pow(2).sum(-1).mean()))
         self.b_mad.append(float(x.pow(2).mean(0).mean()))
         self.b_sse.append(float(r2.mean()))
@@ -380,9 +395,14 @@ def sparsity_and_reconstruction(
             if name not in accs:
                 accs[name] = _Acc(x.shape[1], d_sae_of(sae))
             xs = to_sae(sae, x)
-            f = sae.encode(xs)
-            x_hat = sae.decode(f)
-            accs[name].update(x, x_hat.float().cpu(), f.float().cpu())
+            if hasattr(sae, "encode_topk") and hasattr(sae, "decode_topk"):  # sparse: no dense codes
+                vals, idx = sae.encode_topk(xs)
+                x_hat = sae.decode_topk(vals, idx)
+                accs[name].update(x, x_hat.float().cpu(), values=vals.float().cpu(), indices=idx.cpu())
+            else:
+                f = sae.encode(xs)
+                x_hat = sae.decode(f)
+                accs[name].update(x, x_hat.float().cpu(), f.float().cpu())
     metrics, dens = {}, {}
     for name, acc in accs.items():
         metrics[name], dens[name] = acc.result()
