@@ -27,6 +27,10 @@ from .store import Store, config_key, read_tables, write_tables
 #: fields of a Profile that determine the training activations
 _TRAIN_DATA_FIELDS = ("lm", "layer", "train_corpus", "n_train_tokens", "ctx_len", "lm_dtype")
 _EVAL_DATA_FIELDS = ("lm", "layer", "eval_corpus", "n_eval_tokens", "ctx_len", "lm_dtype")
+#: the metrics of the attribution ladder: core ones for every run, ablation ones for some seeds
+LADDER_CORE_METRICS = ("frac_alive", "explained_variance", "explained_variance_saebench", "cossim",
+                       "ce_loss_score", "kl_div_score", "l0")
+LADDER_ABLATION_METRICS = ("tpp_total_20", "tpp_unintended_20", "scr_best")
 
 
 class Experiment:
@@ -87,6 +91,33 @@ class Experiment:
                         kl_weights=design.KL_WEIGHTS) -> dict[str, list[Variant]]:
         """The runs of the "beyond the paper" chapter by question (:func:`vsae.design.beyond_variants`)."""
         return design.beyond_variants(self.profile, self.d_model, self.d_sae, k, budget_fraction, kl_weights)
+
+    def ladder_variants(self, k: int | None = None, budget_fraction: float = 0.25, seeds=None) -> dict[str, list[Variant]]:
+        """The attribution ladder at ``k`` (default :meth:`showcase_k`): :func:`vsae.design.ladder_variants`."""
+        k = self.showcase_k() if k is None else int(k)
+        return design.ladder_variants(self.profile, self.d_model, self.d_sae, k, budget_fraction, seeds)
+
+    def ladder(self, budget_fraction: float = 0.25, k: int | None = None, seeds=None,
+               ablation_seeds=None) -> tuple[dict[str, list[Variant]], pd.DataFrame]:
+        """Train and evaluate the attribution ladder: ``(ladder, table)``, one table row per run
+        (:func:`vsae.attribution.ladder_table`) with the core metrics of every run and, for the runs
+        whose seed is in ``ablation_seeds`` (default: the main seed only; the pooled evals cost about
+        as much as the core ones), TPP at N = 20 and the best SCR (NaN for the others)."""
+        from .attribution import ladder_table
+
+        lad = self.ladder_variants(k, budget_fraction, seeds)
+        runs = [v for vs in lad.values() for v in vs]
+        core = self.core(runs)["metrics"].set_index("sae")
+        summary = core[list(LADDER_CORE_METRICS)].rename_axis("sae").reset_index()
+        ab_seeds = {self.profile.main_seed} if ablation_seeds is None else {int(s) for s in ablation_seeds}
+        ab = [v for v in runs if v.seed in ab_seeds]
+        if ab:
+            vs = self.variant_summary(ab).set_index("sae")[list(LADDER_ABLATION_METRICS)]
+            summary = summary.join(vs, on="sae")
+        else:
+            for m in LADDER_ABLATION_METRICS:
+                summary[m] = float("nan")
+        return lad, ladder_table(summary, lad, LADDER_CORE_METRICS + LADDER_ABLATION_METRICS)
 
     def showcase_k(self) -> int:
         """The one k of single-k chapters and controls (:func:`vsae.design.showcase_k`)."""
