@@ -144,3 +144,36 @@ def test_ladder_table_reads_the_roles(ladder):
     t = attribution.ladder_table(summary, ladder, ["frac_alive"])
     assert set(t.rung) == {"recipe"} | {d for d, _ in design.LADDER_DIFFERENCES}
     assert len(t) == len(names) and set(t.side) == {"vsae", "topk"}
+
+
+def test_experiment_ladder_joins_core_and_ablation_metrics(monkeypatch):
+    """``Experiment.ladder``: core metrics for every run, ablation metrics only for the asked seeds
+    (NaN elsewhere), read from the per-SAE evals (faked here: the assembly is what is tested)."""
+    from vsae import pipeline
+
+    ex = pipeline.Experiment("smoke")
+    monkeypatch.setattr(pipeline.Experiment, "d_model", property(lambda self: D_IN))
+    seen = {}
+
+    def fake_core(self, variants):
+        seen["core"] = [v.name for v in variants]
+        return {"metrics": pd.DataFrame([{"sae": v.name, **{m: float(i) for m in pipeline.LADDER_CORE_METRICS}}
+                                         for i, v in enumerate(variants)])}
+
+    def fake_summary(self, variants):
+        seen["ablation"] = [v.name for v in variants]
+        return pd.DataFrame([{"sae": v.name, **{m: 100.0 + i for m in pipeline.LADDER_ABLATION_METRICS}}
+                             for i, v in enumerate(variants)])
+
+    monkeypatch.setattr(pipeline.Experiment, "core", fake_core)
+    monkeypatch.setattr(pipeline.Experiment, "variant_summary", fake_summary)
+    lad, table = ex.ladder(budget_fraction=0.5, k=K)
+    runs = [v.name for vs in lad.values() for v in vs]
+    assert seen["core"] == runs and len(table) == len(runs)
+    assert table["frac_alive"].tolist() == [float(i) for i in range(len(runs))]
+    main = table.seed == ex.profile.main_seed
+    assert seen["ablation"] == table.loc[main, "sae"].tolist()
+    assert table.loc[main, "tpp_total_20"].tolist() == [100.0 + i for i in range(int(main.sum()))]
+    assert table.loc[~main, list(pipeline.LADDER_ABLATION_METRICS)].isna().all().all()
+    _, every = ex.ladder(budget_fraction=0.5, k=K, ablation_seeds=ex.profile.seeds)
+    assert every[list(pipeline.LADDER_ABLATION_METRICS)].notna().all().all()
