@@ -14,12 +14,6 @@ import pytest
 
 from vsae import book
 
-#: The committed chapters were executed before this provenance machinery existed (several dirty
-#: commits, tqdm warnings with machine paths) and could not be regenerated on the 2-core AVX2 machine
-#: of 2026-12-02, where the offline build takes hours. ``strict=True``: the day a clean ``make book``
-#: regenerates them these tests pass, pytest reports XPASS as a failure, and this marker must go.
-pytestmark = pytest.mark.xfail(strict=True, reason="committed chapters predate one-commit builds; regenerate with make book")
-
 CHAPTERS = book.chapters()
 DIR = book.chapters_dir(book.DEFAULT_PROFILE)
 
