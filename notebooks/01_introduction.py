@@ -57,7 +57,7 @@
 # Latents that TopK does not select still receive this penalty, which pushes them towards zero; the
 # paper attributes its vSAE's many dead latents to it. The vSAE recipe also differs from the TopK
 # recipe in its learning rate, decoder constraint, initialisation and input centring, so whether the
-# KL term is *the* cause is a question this book measures (chapter 11, quoted in chapter 10) rather
+# KL term is *the* cause is a question this book measures (chapter 12's attribution, quoted in chapter 10) rather
 # than assumes. The book reproduces the code's version by default and runs the text's versions
 # (unit-variance sampling, learned variance) as variants.
 

@@ -64,7 +64,7 @@ plotting.savefig(fig, "training_curves")
 # ## End of training
 #
 # The last logged values of each run of the main seed. Which part of the vSAE recipe makes its
-# latents inactive is measured in chapter 11, not read off these curves.
+# latents inactive is measured by chapter 12's attribution ladder, not read off these curves.
 
 # %% tags=["nbval-check-output"]
 final = ex.training_summary(variants)

@@ -131,7 +131,7 @@ plotting.savefig(plotting.kl_sweep(sweep), "beyond_kl_sweep")
 sweep[["sae", "kl_coeff", "frac_alive", "explained_variance", "ce_loss_score", "tpp_total_20"]].round(4)
 
 # %%
-display(Markdown(ex.mechanism(budget_fraction, beyond=beyond)))
+display(Markdown(ex.kl_sweep_statement(budget_fraction, beyond=beyond)))
 
 # %% [markdown]
 # ## 6. Seeds

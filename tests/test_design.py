@@ -41,3 +41,26 @@ def test_slug_and_showcase_k():
     assert v.slug == "topk_auxk_dead_after_3_600_tokens"
     assert design.showcase_k(get_profile("offline")) == 256
     assert design.showcase_k(get_profile("smoke")) == 32
+
+
+def test_lr_variants_are_both_architectures_at_both_rates():
+    from vsae.training import auto_lr
+
+    p = get_profile("offline")
+    vs = design.lr_variants(p, 576, 4608, k=256)
+    assert len(vs) == 4 * len(p.seeds)
+    head = {v.name: v for v in design.seed_variants(p, 576, 4608, k_values=[256])}
+    topk_lr, vsae_lr = 2e-4 / (4608 / 2**14) ** 0.5, 8e-4
+    for v in vs:
+        arch, lr_of = v.role["arch"], v.role["lr_of"]
+        assert v.architecture == arch and v.k == 256
+        if lr_of == arch:  # the headline run itself: the same name, config and trainer settings
+            assert v.name in head and v.model_cfg == head[v.name].model_cfg
+            assert v.train_overrides == head[v.name].train_overrides and "lr" not in v.train_overrides
+            assert auto_lr(v.model_cfg) == (topk_lr if arch == "topk" else vsae_lr)
+        else:  # the same model at the other architecture's rate, full budget (no steps override)
+            assert v.train_overrides["lr"] == (topk_lr if lr_of == "topk" else vsae_lr)
+            assert "steps" not in v.train_overrides and v.name.startswith(f"{arch}_k256_lr_{lr_of}")
+            twin = head[v.name.replace(f"_lr_{lr_of}", "")]
+            assert v.model_cfg == twin.model_cfg and v.seed == twin.seed
+    assert len({v.name for v in vs}) == len(vs)

@@ -233,6 +233,19 @@ def test_models_train_independently_of_each_other(tmp_path):
     _assert_same(_params({"vsae_unit": together["vsae_unit"]}), _params(alone))
 
 
+def test_a_per_sae_learning_rate_in_a_shared_pass_equals_training_alone_at_that_rate(tmp_path):
+    """What ``Experiment.train`` relies on to train runs that differ only in lr in one pass."""
+    specs = _specs()
+    together = train_saes(MemCache(_acts()), specs, _cfg(checkpoint_every=0, lr_by_name={"vsae_unit": 3e-3}),
+                          tmp_path / "all", progress=False)
+    alone = train_saes(MemCache(_acts()), {"vsae_unit": specs["vsae_unit"]}, _cfg(checkpoint_every=0, lr=3e-3),
+                       tmp_path / "one", progress=False)
+    default = train_saes(MemCache(_acts()), {"vsae_unit": specs["vsae_unit"]}, _cfg(checkpoint_every=0),
+                         tmp_path / "default", progress=False)
+    _assert_same(_params({"vsae_unit": together["vsae_unit"]}), _params(alone))
+    assert not torch.equal(alone["vsae_unit"].W_dec, default["vsae_unit"].W_dec)  # the rate was used
+
+
 def test_d_model_mismatch_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="d_model"):
         train_saes(MemCache(_acts(d=16)), {"a": TopKSAEConfig(8, 32, 2)}, _cfg(), tmp_path, progress=False)

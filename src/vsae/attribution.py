@@ -101,3 +101,180 @@ def attribution_sentence(att: pd.DataFrame, label: str = "fraction alive") -> st
                 f"{u['unexplained']:+.0%} unexplained).")
         lines.append(txt)
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- effects on other metrics
+#: how an effect's verdict reads in a table: the flipped run is higher, lower, or not separated
+EFFECT_MARK = {verdicts.HOLDS: "up", verdicts.REVERSED: "down", verdicts.NOT_SEPARATED: "n.s."}
+
+
+def effects(table: pd.DataFrame, metrics: Sequence[str], noise: dict | None = None,
+            confidence: float = 0.95) -> pd.DataFrame:
+    """The effect of each flipped difference on each metric: :func:`attribute` per metric, long form
+    (``side, difference, metric, recipe, flipped, effect, half, verdict, n_seeds``). Metrics whose
+    values are missing for some seeds (the ablation metrics of non-main seeds) use the seeds they have;
+    a metric with no values is skipped. Shares of the gap are left out: they mean something only for a
+    metric whose gap the flips are meant to explain (fraction alive), not for one whose gap is small."""
+    rows = []
+    for m in metrics:
+        t = table[np.isfinite(table[m].to_numpy(float))]
+        if t.empty:
+            continue
+        att = attribute(t, m, noise=(noise or {}).get(m, 0.0), confidence=confidence)
+        rows.append(att.drop(columns=["share"]).assign(metric=m))
+    cols = ["side", "difference", "metric", "recipe", "flipped", "effect", "half", "verdict", "n_seeds"]
+    return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
+
+
+def _pm(x: float, half: float, digits: int = 3, signed: bool = True) -> str:
+    s = f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+    return s + (f" ± {half:.{digits}f}" if np.isfinite(half) else "")
+
+
+def effects_wide(long: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """:func:`effects` as the book shows it: rows = (side, flipped difference), columns = metrics,
+    cells ``"+0.030 ± 0.001 up"`` (effect, 95% half-width, and :data:`EFFECT_MARK` of its verdict)."""
+    if long.empty:
+        return pd.DataFrame()
+    txt = long.assign(text=[f"{_pm(r.effect, r.half, digits)} {EFFECT_MARK[r.verdict]}" for r in long.itertuples()])
+    side_label = {"vsae": "vSAE −", "topk": "TopK +"}
+    txt["run"] = [f"{side_label.get(s, s)} {d}" for s, d in zip(txt.side, txt.difference)]
+    order = list(dict.fromkeys(txt.run))
+    wide = txt.pivot(index="run", columns="metric", values="text")
+    return wide.loc[order, list(dict.fromkeys(long.metric))].rename_axis(index=None, columns=None)
+
+
+# ----------------------------------------------------------------------------------- learning rate
+def ladder_lr_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """The four learning-rate cells inside a ladder table: each architecture at its own learning rate
+    (the ``recipe`` rungs) and at the other's (the ``lr`` rungs), as :meth:`Experiment.lr_matched`
+    rows (``arch``, ``lr_of``, ``seed`` and the metrics)."""
+    t = table[table.rung.isin([RECIPE, "lr"])].copy()
+    other = {"topk": "vsae", "vsae": "topk"}
+    t["arch"] = t.side
+    t["lr_of"] = [s if r == RECIPE else other[s] for s, r in zip(t.side, t.rung)]
+    return t.drop(columns=["side", "rung"])
+
+
+LR_SETTINGS = (("own", "each at its own learning rate"), ("topk", "both at TopK's learning rate"),
+               ("vsae", "both at the vSAE's learning rate"))
+
+
+def matched_lr(runs: pd.DataFrame, metrics: Sequence[str], confidence: float = 0.95) -> pd.DataFrame:
+    """TopK − vSAE per metric in three settings (:data:`LR_SETTINGS`): each at its own learning rate
+    (the headline comparison), both at TopK's, both at the vSAE's. ``runs``: rows with ``arch``,
+    ``lr_of``, ``seed`` and the metrics. Returns ``setting, metric, topk, vsae, diff, half, verdict``
+    (verdict of TopK > vSAE: *holds* = TopK higher, *reversed* = vSAE higher)."""
+    rows = []
+    for setting, _ in LR_SETTINGS:
+        tk_lr, vs_lr = ("topk", "vsae") if setting == "own" else (setting, setting)
+        tk = runs[(runs.arch == "topk") & (runs.lr_of == tk_lr)]
+        vs = runs[(runs.arch == "vsae") & (runs.lr_of == vs_lr)]
+        if tk.empty or vs.empty:
+            continue
+        for m in metrics:
+            r = verdicts.compare(tk[m].to_numpy(float), vs[m].to_numpy(float), "greater", confidence=confidence)
+            rows.append({"setting": setting, "metric": m, "topk": r["mean_a"], "vsae": r["mean_b"], "diff": r["diff"],
+                         "half": r["half"], "verdict": r["verdict"], "n_seeds": min(r["n_a"], r["n_b"])})
+    return pd.DataFrame(rows)
+
+
+_LEADER = {verdicts.HOLDS: "TopK higher", verdicts.REVERSED: "vSAE higher", verdicts.NOT_SEPARATED: "not separated"}
+
+
+def matched_lr_wide(res: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """:func:`matched_lr` as a table: rows = settings, columns = metrics, cells
+    ``"+0.005 ± 0.002 (TopK higher)"`` (TopK − vSAE)."""
+    labels = dict(LR_SETTINGS)
+    t = res.assign(text=[f"{_pm(r.diff, r.half, digits)} ({_LEADER[r.verdict]})" for r in res.itertuples()],
+                   row=[labels[s] for s in res.setting])
+    order = list(dict.fromkeys(t.row))
+    return t.pivot(index="row", columns="metric", values="text").loc[order, list(dict.fromkeys(res.metric))] \
+        .rename_axis(index=None, columns=None)
+
+
+def matched_lr_sentence(res: pd.DataFrame, labels: dict[str, str] | None = None, budget: str = "",
+                        lrs: dict[str, float] | None = None) -> str:
+    """Per metric, whether the TopK − vSAE comparison at their own learning rates survives matching
+    them: *the same* at both matched rates, *a learning-rate effect* when both matched rates agree
+    with each other and not with the own-rates result, otherwise *depends on the rate*. ``lrs``
+    (``{"topk": ..., "vsae": ...}``, the recipes' rates): when they coincide there is nothing to match."""
+    labels = labels or {}
+    if lrs and abs(lrs["topk"] - lrs["vsae"]) <= 1e-12 * max(abs(lrs["topk"]), 1.0):
+        return (f"TopK − vSAE{(' ' + budget) if budget else ''}: the two recipes' learning rates coincide in "
+                f"this profile ({lrs['topk']:.2g}), so there is no learning-rate mismatch to separate.")
+    lines = []
+    for m, grp in res.groupby("metric", sort=False):
+        v = dict(zip(grp.setting, grp.verdict))
+        d = dict(zip(grp.setting, grp["diff"]))
+        name = labels.get(m, m)
+        if not {"own", "topk", "vsae"} <= set(v):
+            continue
+        cells = (f"own rates {_LEADER[v['own']]} ({d['own']:+.3f}), at TopK's rate {_LEADER[v['topk']]} "
+                 f"({d['topk']:+.3f}), at the vSAE's rate {_LEADER[v['vsae']]} ({d['vsae']:+.3f})")
+        if v["own"] == v["topk"] == v["vsae"]:
+            verdict = "the comparison does not depend on the learning-rate mismatch"
+        elif v["topk"] == v["vsae"]:
+            verdict = (f"at matched rates it is **{_LEADER[v['topk']]}** either way, so the own-rates result "
+                       f"({_LEADER[v['own']]}) comes from the learning-rate mismatch, not the architecture")
+        else:
+            verdict = "the comparison **depends on the learning rate**"
+        lines.append(f"* **{name}**: {cells}; {verdict}.")
+    head = f"TopK − vSAE{(' ' + budget) if budget else ''}, 95% Welch intervals over seeds:"
+    return head + "\n" + "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- the mechanism
+#: a single difference "explains most" of the gap when removing it closes at least this share
+MOST = 0.5
+
+
+def mechanism_from_ladder(att: pd.DataFrame, budget: str) -> str:
+    """The book's statement on what kills the vSAE's features, from the fraction-alive attribution
+    (:func:`attribute` on ``frac_alive``) of the ladder: which removals close the gap (necessary
+    causes), whether any vSAE difference added to TopK alone opens it (sufficient causes), the KL
+    term's share, and the verdict on the paper's reading that the KL term kills the features."""
+    g = att.attrs["gap"]
+    seeds = int(att["n_seeds"].max()) if len(att) else 0
+    if g["verdict"] != verdicts.HOLDS:
+        return (f"At {budget}, TopK keeps {g['topk']:.3f} of its latents alive and the vSAE {g['vsae']:.3f}: "
+                f"the gap is {g['verdict']}, so there is no feature death to attribute.")
+    vs = att[att.side == "vsae"].set_index("difference")
+    tk = att[att.side == "topk"].set_index("difference")
+    closes = vs[vs.verdict == verdicts.HOLDS].sort_values("share", ascending=False)
+    opens = tk[(tk.verdict == verdicts.REVERSED) & (tk.share > 0.05)].sort_values("share", ascending=False)
+    inter = interaction(att)
+
+    def pct(r):
+        return f"{r.share:.0%} (alive {r.recipe:.3f} → {r.flipped:.3f})"
+
+    out = [f"At {budget} ({seeds} seeds per run), TopK keeps {g['topk']:.3f} of its latents alive and the vSAE "
+           f"{g['vsae']:.3f} (gap {g['gap']:.3f} ± {g['half']:.3f})."]
+    if len(closes):
+        out.append("Removing one vSAE difference at a time closes: "
+                   + "; ".join(f"**{d}** {pct(r)}" for d, r in closes.iterrows()) + ".")
+    else:
+        out.append("No single vSAE difference, removed, closes a separated part of the gap.")
+    if len(opens):
+        out.append("Added to TopK alone, " + "; ".join(f"**{d}** opens {r.share:.0%}" for d, r in opens.iterrows())
+                   + " of the gap.")
+    else:
+        largest = float(tk["share"].max()) if len(tk) else float("nan")
+        out.append(f"No vSAE difference added to TopK alone kills its latents (largest share {largest:.0%}): "
+                   f"the death needs several of the vSAE's differences together.")
+    out.append(f"The single removals add up to {inter['vsae']['sum_of_shares']:.0%} of the gap"
+               + (" — the differences interact, they do not add." if abs(inter["vsae"]["unexplained"]) > 0.25 else "."))
+    if "kl" in vs.index:
+        kl = vs.loc["kl"]
+        top = closes.index[0] if len(closes) else None
+        if kl.verdict != verdicts.HOLDS:
+            claim = "**not supported**: removing the KL term does not separate from the vSAE recipe"
+        elif kl.share >= MOST and top == "kl":
+            claim = f"**supported**: removing the KL term alone closes {kl.share:.0%} of the gap, the largest share"
+        else:
+            claim = (f"**only partly supported**: removing the KL term closes {kl.share:.0%} of the gap, while "
+                     f"removing the {top} closes {closes.loc[top, 'share']:.0%}")
+        if "kl" in tk.index and tk.loc["kl"].verdict != verdicts.REVERSED:
+            claim += ", and the same penalty on TopK kills no latents"
+        out.append(f"The paper's reading, that the KL term kills the features, is {claim}.")
+    return " ".join(out)

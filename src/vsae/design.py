@@ -180,3 +180,26 @@ def ladder_variants(profile: Profile, d_in: int, d_sae: int, k: int, budget_frac
                 out[arch].append(Variant(f"{label} {sign} {d}{sfx}", c, {**tr, **({"lr": lr} if lr else {})},
                                          {"side": arch, "rung": d}))
     return out
+
+
+def lr_variants(profile: Profile, d_in: int, d_sae: int, k: int, seeds=None) -> list[Variant]:
+    """Both architectures at both learning rates, at the full headline budget and every seed: the
+    headline TopK and vSAE runs at ``k`` (their own learning rates, the same runs and names as
+    :func:`seed_variants`) and each at the *other* architecture's learning rate (``topk_k256_lr_vsae``:
+    TopK trained at the vSAE's 8e-4; ``vsae_k256_lr_topk``: the vSAE at TopK's
+    ``2e-4 / sqrt(d_sae / 2^14)``). ``role``: ``{"arch": ..., "lr_of": "topk" | "vsae"}``."""
+    from .training import auto_lr
+
+    p = profile
+    lrs = {"topk": auto_lr(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k)),
+           "vsae": auto_lr(VSAEConfig(d_in=d_in, d_sae=d_sae, k=k))}
+    out = []
+    for seed in (p.seeds if seeds is None else seeds):
+        own = [v for v in headline_variants(p, d_in, d_sae, [k], seed=seed)]
+        sfx = "" if seed == p.main_seed else f"_s{seed}"
+        for v in own:
+            arch, other = v.architecture, "vsae" if v.architecture == "topk" else "topk"
+            out.append(Variant(v.name, v.model_cfg, dict(v.train_overrides), {"arch": arch, "lr_of": arch}))
+            out.append(Variant(sae_name(arch, k, f"_lr_{other}{sfx}"), v.model_cfg,
+                               {**v.train_overrides, "lr": lrs[other]}, {"arch": arch, "lr_of": other}))
+    return out

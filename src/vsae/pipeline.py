@@ -119,6 +119,22 @@ class Experiment:
                 summary[m] = float("nan")
         return lad, ladder_table(summary, lad, LADDER_CORE_METRICS + LADDER_ABLATION_METRICS)
 
+    def lr_variants(self, k: int | None = None, seeds=None) -> list[Variant]:
+        """Both architectures at both learning rates, full budget (:func:`vsae.design.lr_variants`)."""
+        k = self.showcase_k() if k is None else int(k)
+        return design.lr_variants(self.profile, self.d_model, self.d_sae, k, seeds)
+
+    def lr_matched(self, k: int | None = None, seeds=None) -> pd.DataFrame:
+        """Train and core-evaluate :meth:`lr_variants`: one row per run with ``arch``, ``lr_of`` (whose
+        learning rate it was trained at), ``lr``, ``seed`` and :data:`LADDER_CORE_METRICS`."""
+        from .training import auto_lr
+
+        runs = self.lr_variants(k, seeds)
+        core = self.core(runs)["metrics"].set_index("sae")
+        return pd.DataFrame([{"sae": v.name, "arch": v.role["arch"], "lr_of": v.role["lr_of"],
+                              "lr": self.train_config(**v.train_overrides).lr or auto_lr(v.model_cfg), "seed": v.seed,
+                              **{m: float(core.loc[v.name, m]) for m in LADDER_CORE_METRICS}} for v in runs])
+
     def showcase_k(self) -> int:
         """The one k of single-k chapters and controls (:func:`vsae.design.showcase_k`)."""
         return design.showcase_k(self.profile)
@@ -131,9 +147,9 @@ class Experiment:
         unique = list({self.sae_dir(v): v for g in groups.values() for v in g}.values())
         return k, groups, unique, self.variant_summary(unique)
 
-    def mechanism(self, budget_fraction: float = 0.25, beyond=None) -> str:
-        """The book's computed statement on what kills the vSAE's features (from the KL-weight sweep
-        and the TopK run of :meth:`beyond`; pass its result as ``beyond`` when already at hand)."""
+    def kl_sweep_statement(self, budget_fraction: float = 0.25, beyond=None) -> str:
+        """What the KL-weight sweep and the KL-free vSAE of :meth:`beyond` say about the KL term's part
+        in the feature death (single runs, main seed; pass :meth:`beyond`'s result when at hand)."""
         from .verdicts import mechanism_from_runs
 
         k, groups, unique, summary = beyond if beyond is not None else self.beyond(budget_fraction)
@@ -141,6 +157,17 @@ class Experiment:
         budget = f"k = {k} and {steps:,} training steps ({budget_fraction:.0%} of the headline budget)"
         return mechanism_from_runs(summary, groups["control"][0].name, [v.name for v in groups["kl_sweep"]],
                                    self.profile.kl_coeff, budget)
+
+    def mechanism(self, budget_fraction: float = 0.25, k: int | None = None) -> str:
+        """The book's computed statement on what kills the vSAE's features: the fraction-alive
+        attribution of the ladder (:meth:`ladder`, every seed; :func:`vsae.attribution.mechanism_from_ladder`)."""
+        from .attribution import attribute, mechanism_from_ladder
+
+        k = self.showcase_k() if k is None else int(k)
+        lad, table = self.ladder(budget_fraction, k=k)
+        steps = self.train_config(**lad["vsae"][0].train_overrides).steps
+        budget = f"k = {k} and {steps:,} training steps ({budget_fraction:.0%} of the headline budget)"
+        return mechanism_from_ladder(attribute(table, "frac_alive"), budget)
 
     def _sae_key_cfg(self, v: Variant) -> dict:
         p = self.profile
@@ -159,11 +186,16 @@ class Experiment:
         from .training import train_saes
 
         missing = [v for v in variants if not self.store.exists("sae", self._sae_key_cfg(v))]
+        # runs that differ only in their learning rate share a pass (the trainer's per-SAE lr_by_name):
+        # the data order and the steps are the same, and each SAE's base lr is its own
         groups: dict[str, list[Variant]] = {}
         for v in missing:
-            groups.setdefault(config_key(dataclasses.asdict(self.train_config(**v.train_overrides))), []).append(v)
+            shared = {k: val for k, val in v.train_overrides.items() if k != "lr"}
+            groups.setdefault(config_key(dataclasses.asdict(self.train_config(**shared))), []).append(v)
         for gkey, vs in groups.items():
-            tcfg = self.train_config(**vs[0].train_overrides)
+            shared = {k: val for k, val in vs[0].train_overrides.items() if k != "lr"}
+            lrs = {v.name: float(v.train_overrides["lr"]) for v in vs if v.train_overrides.get("lr") is not None}
+            tcfg = self.train_config(**shared, lr_by_name={**shared.get("lr_by_name", {}), **lrs})
             run_key = config_key({"group": sorted(config_key(self._sae_key_cfg(v)) for v in vs)})
             work = self.store.work_dir("runs", run_key)  # stable: a killed run resumes from its checkpoints
             specs = {v.name: v.model_cfg for v in vs}

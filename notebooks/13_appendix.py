@@ -34,7 +34,7 @@ from IPython.display import Markdown, display
 
 from vsae import chapter, paper, report
 
-ex, params, timer = chapter.start("12_appendix", globals())
+ex, params, timer = chapter.start("13_appendix", globals())
 
 # %%
 p = ex.profile
@@ -53,7 +53,9 @@ pd.DataFrame(rows, columns=["setting", "value"])
 # and shrinks the budget: $F = 8 \times d_{model}$ latents, 15% of the paper's training tokens (1,500
 # steps) and 600 / 300 passages per probing class (train / test). Whether the paper's conclusions
 # survive this budget is itself measured: chapter 11 compares the KL-free vSAE, the KL sweep and the
-# other controls at a quarter of it, and chapter 10 prints every claim's verdict per $k$. Absolute
+# other controls at a quarter of it, chapter 12 attributes the feature death to the recipes'
+# differences (and matches the learning rates at the full budget), and chapter 10 prints every claim's
+# verdict per $k$. Absolute
 # metric values are not comparable with Pythia-70M's (the table below lists every deviation).
 
 # %% tags=["nbval-check-output"]
@@ -111,4 +113,4 @@ report.timings_table(ex.profile.name)
 pd.DataFrame([(k, v.describe()) for k, v in chapter.COMMON.items()], columns=["parameter", "type and meaning"])
 
 # %%
-print(f"chapter 12 done in {timer.finish():.1f} s")
+print(f"chapter 13 done in {timer.finish():.1f} s")

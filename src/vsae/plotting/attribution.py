@@ -1,0 +1,67 @@
+"""Figures of the attribution chapter (12): the ladder, rung by rung."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .. import stats
+from .style import PAGE_WIDTH, color
+
+#: metric -> axis label of the ladder figure
+LADDER_LABELS = {"frac_alive": "fraction of latents alive", "explained_variance_saebench": "explained variance (SAE Bench)",
+                 "ce_loss_score": "CE-loss score", "tpp_total_20": "TPP total at N = 20"}
+_SIDE = {"vsae": ("vSAE recipe, one difference removed", "−"), "topk": ("TopK recipe, one vSAE difference added", "+")}
+
+
+def ladder_bars(table: pd.DataFrame, metrics: Sequence[str] = tuple(LADDER_LABELS), confidence: float = 0.95):
+    """One panel per metric; in each, one horizontal bar per ladder run (the two recipes and every
+    flipped difference) at its mean over seeds, with the 95% t-interval as an error bar, vSAE-side
+    rungs above TopK-side ones; dashed lines mark the two unmodified recipes. ``table``:
+    :func:`vsae.attribution.ladder_table` rows."""
+    metrics = [m for m in metrics if m in table.columns and np.isfinite(table[m].to_numpy(float)).any()]
+    rows = []
+    for side in ("vsae", "topk"):
+        t = table[table.side == side]
+        rungs = list(dict.fromkeys(t.rung))
+        for rung in rungs:
+            name = ("vSAE" if side == "vsae" else "TopK") if rung == "recipe" else f"{'vSAE' if side == 'vsae' else 'TopK'} {_SIDE[side][1]} {rung}"
+            rows.append((side, rung, name))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(PAGE_WIDTH, 0.32 * len(rows) + 1.6), sharey=True)
+    axes = np.atleast_1d(axes)
+    y = np.arange(len(rows))[::-1]
+    for ax, m in zip(axes, metrics):
+        means, halves = [], []
+        for side, rung, _ in rows:
+            v = table[(table.side == side) & (table.rung == rung)][m].to_numpy(float)
+            mean, half, n = stats.t_interval(v, confidence)
+            means.append(mean)
+            halves.append(half if np.isfinite(half) else 0.0)
+        means, halves = np.array(means), np.array(halves)
+        cols = [color(side) for side, _, _ in rows]
+        alphas = [1.0 if rung == "recipe" else 0.55 for _, rung, _ in rows]
+        for yi, mu, h, c, a in zip(y, means, halves, cols, alphas):
+            ax.barh(yi, mu, color=c, alpha=a, height=0.7)
+            ax.errorbar(mu, yi, xerr=h, color="black", lw=1, capsize=2)
+            ax.annotate(f"{mu:.3f}", (mu + h, yi), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7.5)
+        for side, rung, _ in rows:
+            if rung == "recipe":
+                mu = means[[i for i, r in enumerate(rows) if r[0] == side and r[1] == "recipe"][0]]
+                ax.axvline(mu, color=color(side), ls="--", lw=1)
+        fin = means[np.isfinite(means)]
+        lo, hi = (min(0.0, fin.min()), fin.max()) if fin.size else (0.0, 1.0)
+        ax.set_xlim(lo, hi + 0.18 * ((hi - lo) or 1.0))
+        if m != "frac_alive" and fin.size:  # zoom to the values: small differences must be visible
+            span = (fin.max() - fin.min()) or abs(fin.max()) or 1.0
+            ax.set_xlim(fin.min() - 0.3 * span, fin.max() + 0.45 * span)
+        ax.set_xlabel(LADDER_LABELS.get(m, m))
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, [name for _, _, name in rows])
+    n = int(table.groupby(["side", "rung"]).size().max())
+    fig.suptitle(f"The attribution ladder: mean and 95% interval over {n} seed{'s' if n != 1 else ''} "
+                 "(dashed: the two recipes)", fontsize=10)
+    fig.tight_layout()
+    return fig
