@@ -85,6 +85,22 @@ names = controls("text_vs_code")
 plotting.savefig(plotting.variant_bars(summary, names, "vSAE as the code trained it vs as the text describes it"), "beyond_text_vs_code")
 
 # %% [markdown]
+# ### Sampling at a sigma that can work
+#
+# The SAE's inputs are normalised to a mean squared norm of 1, so one input coordinate has an RMS of
+# $1/\sqrt{d_{in}}$ and the blog post's unit-variance noise is far larger than any latent's $\mu$:
+# TopK then selects mostly noise. Here the sampling $\sigma$ is swept from well below one coordinate's
+# RMS up to the blog's $\sigma = 1$ (`noise_scale`; explained variance still measured at $z = \mu$),
+# against the vSAE that does not sample:
+
+# %%
+names = controls("sigma_sweep")
+sig = summary.set_index("sae").loc[names[1:]].assign(noise_scale=[v.model_cfg.noise_scale for v in groups["sigma_sweep"][1:]])
+plotting.savefig(plotting.sigma_sweep(sig.reset_index(), ex.d_model, summary.set_index("sae").loc[names[0]]), "beyond_sigma_sweep")
+display(Markdown(f"The blog post's $\\sigma = 1$ is {ex.d_model ** 0.5:.0f}× the RMS of one input coordinate "
+                 f"($1/\\sqrt{{{ex.d_model}}}$ = {ex.d_model ** -0.5:.3f} in these units)."))
+
+# %% [markdown]
 # ## 2. Where the penalty goes: all latents or only the selected ones
 #
 # The paper's KL sums over all $F$ latents before TopK; the authors' later fix applies it to the $k$

@@ -292,3 +292,51 @@ def test_runs_that_differ_only_in_lr_train_in_one_pass(monkeypatch, tmp_path):
         assert tcfg.lr_by_name == lr_runs and len(lr_runs) == 2
     ex.train(runs)  # stored now: nothing trains again
     assert len(calls) == len(ex.profile.seeds)
+
+
+def test_control_comparisons_and_sentence_on_hand_made_numbers():
+    rows = []
+    vals = {"topk": [0.04, 0.05, 0.045], "vsae": [0.30, 0.31, 0.29], "size_matched": [0.32, 0.30, 0.31],
+            "random": [0.01, 0.012, 0.011]}
+    for c, xs in vals.items():
+        rows += [{"control": c, "seed": s, "tpp": x, "unint": -x} for s, x in enumerate(xs)]
+    runs = pd.DataFrame(rows)
+    comp = attribution.control_comparisons(runs, ["tpp", "unint"])
+    C = comp.set_index(["metric", "a", "b"])
+    assert C.loc[("tpp", "vsae", "topk"), "diff"] == pytest.approx(0.255) and C.loc[("tpp", "vsae", "topk"), "verdict"] == verdicts.HOLDS
+    assert C.loc[("tpp", "vsae", "size_matched"), "verdict"] == verdicts.NOT_SEPARATED
+    assert C.loc[("unint", "vsae", "topk"), "verdict"] == verdicts.REVERSED
+    text = attribution.control_sentence(comp, {"tpp": "TPP"}, {"unint": False})
+    assert "**TPP** (higher is better): vSAE above TopK (+0.255" in text
+    assert "removes the vSAE's advantage: it goes with the small, dense dictionary" in text
+    assert "does not beat" not in text.split("\n")[0]
+    # "lower is better": the vSAE's lower value is the advantage; the null (highest) is beaten by all
+    line = text.split("\n")[1]
+    assert "(lower is better)" in line and "vSAE below TopK" in line and "does not beat" not in line
+    # a null that scores best: no trained SAE beats it
+    runs3 = runs.copy()
+    runs3.loc[runs3.control == "random", "tpp"] = [0.5, 0.52, 0.51]
+    t3 = attribution.control_sentence(attribution.control_comparisons(runs3, ["tpp"]))
+    assert "vSAE, TopK, size-matched TopK do not beat the untrained null" in t3
+    # an advantage that survives the size-matched control
+    runs2 = runs.copy()
+    runs2.loc[runs2.control == "size_matched", "tpp"] = [0.05, 0.06, 0.055]
+    assert "survives a TopK SAE of its live size" in attribution.control_sentence(attribution.control_comparisons(runs2, ["tpp"]))
+
+
+def test_ablation_control_variants():
+    from vsae.profiles import get_profile
+
+    p = get_profile("offline")
+    vs = design.ablation_control_variants(p, 576, 4608, k=256, live=1024)
+    assert len(vs) == 4 * len(p.seeds)
+    by = {}
+    for v in vs:
+        by.setdefault(v.role["control"], []).append(v)
+    assert set(by) == {c for c, _ in design.ABLATION_CONTROLS}
+    assert all(v.model_cfg.d_sae == 1024 and v.architecture == "topk" and v.k == 256 for v in by["size_matched"])
+    assert all(v.train_overrides["lr"] == 0.0 and v.train_overrides["steps"] == design.NULL_STEPS for v in by["random"])
+    head = {v.name for v in design.seed_variants(p, 576, 4608, k_values=[256])}
+    assert {v.name for v in by["topk"] + by["vsae"]} <= head
+    with pytest.raises(ValueError, match="k <= live"):
+        design.ablation_control_variants(p, 576, 4608, k=256, live=100)

@@ -64,3 +64,15 @@ def test_lr_variants_are_both_architectures_at_both_rates():
             twin = head[v.name.replace(f"_lr_{lr_of}", "")]
             assert v.model_cfg == twin.model_cfg and v.seed == twin.seed
     assert len({v.name for v in vs}) == len(vs)
+
+
+def test_sigma_sweep_samples_at_each_noise_scale_and_shares_the_blog_run():
+    p = get_profile("offline")
+    g = design.beyond_variants(p, 576, 4608, k=256, budget_fraction=0.25)
+    sweep = g["sigma_sweep"]
+    assert sweep[0] is g["text_vs_code"][0] and sweep[0].model_cfg.var_mode == "fixed"
+    assert [v.model_cfg.noise_scale for v in sweep[1:]] == list(design.NOISE_SCALES)
+    assert all(v.model_cfg.var_mode == "unit" for v in sweep[1:])
+    assert g["text_vs_code"][1] in sweep and g["text_vs_code"][1].model_cfg.noise_scale == 1.0
+    names = [v.name for grp in g.values() for v in grp]
+    assert len({v.name: id(v) for grp in g.values() for v in grp}) == len(set(names))  # a name is one variant

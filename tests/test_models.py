@@ -182,6 +182,33 @@ def test_vsae_unit_samples_only_in_training():
     assert float(out.kl) == pytest.approx(0.5 * (50 + 9) / 2)
 
 
+@pytest.mark.parametrize("sigma", [0.5, 3.0])
+def test_vsae_unit_noise_scale_by_hand(sigma):
+    """``noise_scale`` is the sampling sigma: z = mu + sigma * eps, TopK on |z|; the KL stays 0.5 sum mu^2."""
+    sae = _tiny_vsae(var_mode="unit", kl_scope="all", noise_scale=sigma)
+    x = torch.tensor([[1.0, 0.25], [3.0, -1.0]])
+    sae.train()
+    state = sae.noise_generator.get_state()
+    out = sae(x)
+    g = torch.Generator()
+    g.set_state(state)
+    z = torch.tensor([[1.0, 0.0, 7.0], [3.0, 0.0, 0.0]]) + sigma * torch.randn(2, 3, generator=g)
+    top = z.abs().argmax(1)
+    assert out.indices[:, 0].tolist() == top.tolist()
+    assert out.latents[:, 0].tolist() == pytest.approx(z.gather(1, top[:, None])[:, 0].tolist())
+    assert float(out.kl) == pytest.approx(0.5 * (50 + 9) / 2)
+
+
+def test_noise_scale_is_validated_and_kept_out_of_old_store_keys():
+    from vsae.models.config import key_dict
+
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="noise_scale"):
+            VSAEConfig(d_in=2, d_sae=3, k=1, var_mode="unit", noise_scale=bad)
+    assert "noise_scale" not in key_dict(VSAEConfig(d_in=2, d_sae=3, k=1))  # default: the key of old SAEs
+    assert key_dict(VSAEConfig(d_in=2, d_sae=3, k=1, noise_scale=0.1))["noise_scale"] == 0.1
+
+
 @pytest.mark.parametrize("scope", ["all", "topk"])
 def test_vsae_learned_kl_by_hand(scope):
     sae = _tiny_vsae(var_mode="learned", kl_scope=scope)

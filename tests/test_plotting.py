@@ -302,3 +302,47 @@ def test_token_tsne_panels_colour_by_source(out_dir):
     assert any(ax.get_label() == "<colorbar>" and "latents" in ax.get_ylabel() for ax in fig.axes)
     fig = plotting.token_tsne_panels(emb, arch_of, color_by=None)
     assert not fig.legends
+
+
+def _ladder_table():
+    rng = np.random.default_rng(0)
+    rows = []
+    for side in ("vsae", "topk"):
+        for rung in ("recipe", "kl", "init", "lr"):
+            base = 0.24 if side == "vsae" else 1.0
+            if side == "vsae" and rung == "init":
+                base = 0.99
+            for seed in SEEDS:
+                rows.append({"side": side, "rung": rung, "seed": seed, "frac_alive": base + 0.005 * rng.standard_normal(),
+                             "explained_variance_saebench": 0.89 + 0.01 * rng.standard_normal(),
+                             "ce_loss_score": 0.95 + 0.01 * rng.standard_normal(),
+                             "tpp_total_20": (0.3 if side == "vsae" else 0.04) if seed == 42 else np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_ladder_bars_one_bar_per_run_with_intervals(out_dir):
+    t = _ladder_table()
+    fig = plotting.ladder_bars(t)
+    _save(fig, out_dir, "attribution_ladder")
+    axes = _data_axes(fig)  # shared y axis: the run names and the y label sit on the first panel
+    assert axes[0].get_ylabel() and all(ax.get_xlabel() for ax in axes)
+    assert len(axes) == 4
+    labels = [tl.get_text() for tl in axes[0].get_yticklabels()]
+    assert labels == ["vSAE", "vSAE − kl", "vSAE − init", "vSAE − lr", "TopK", "TopK + kl", "TopK + init", "TopK + lr"][::-1] \
+        or labels == ["vSAE", "vSAE − kl", "vSAE − init", "vSAE − lr", "TopK", "TopK + kl", "TopK + init", "TopK + lr"]
+    assert len(axes[0].patches) == 8  # one bar per run
+    assert any(abs(float(tx.get_text()) - 0.99) < 0.02 for tx in axes[0].texts)  # value labels
+
+
+def test_sigma_sweep_marks_the_reference_and_one_coordinates_rms(out_dir):
+    df = pd.DataFrame({"noise_scale": [0.01, 0.03, 0.1, 0.3, 1.0], "frac_alive": [0.3, 0.32, 0.4, 0.6, 0.9],
+                       "explained_variance": [0.85, 0.84, 0.7, 0.3, -0.36], "ce_loss_score": [0.95, 0.94, 0.9, 0.7, 0.2],
+                       "tpp_total_20": [0.2, 0.2, 0.1, 0.05, 0.01]})
+    ref = pd.Series({"frac_alive": 0.24, "explained_variance": 0.86, "ce_loss_score": 0.95, "tpp_total_20": 0.3})
+    fig = plotting.sigma_sweep(df, 576, ref)
+    _save(fig, out_dir, "beyond_sigma_sweep")
+    _assert_labelled(fig)
+    ax = _data_axes(fig)[0]
+    assert ax.get_xscale() == "log"
+    xs = [ln.get_xdata()[0] for ln in ax.lines if len(set(np.atleast_1d(ln.get_xdata()))) == 1]
+    assert any(abs(x - 1 / 24) < 1e-9 for x in xs)  # the dotted RMS line at 1/sqrt(576)

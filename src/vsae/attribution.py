@@ -278,3 +278,56 @@ def mechanism_from_ladder(att: pd.DataFrame, budget: str) -> str:
             claim += ", and the same penalty on TopK kills no latents"
         out.append(f"The paper's reading, that the KL term kills the features, is {claim}.")
     return " ".join(out)
+
+
+# ---------------------------------------------------------------------- ablation metrics vs controls
+#: (a, b) pairs the ablation-control table compares, with what a holding "a > b" would say
+CONTROL_PAIRS = (("vsae", "topk"), ("vsae", "size_matched"), ("vsae", "random"), ("topk", "random"),
+                 ("size_matched", "random"))
+CONTROL_LABELS = {"topk": "TopK", "vsae": "vSAE", "size_matched": "size-matched TopK", "random": "random TopK"}
+
+
+def control_comparisons(runs: pd.DataFrame, metrics: Sequence[str], pairs=CONTROL_PAIRS,
+                        confidence: float = 0.95) -> pd.DataFrame:
+    """For each metric and each pair ``(a, b)`` of ``control`` groups: ``mean(a) - mean(b)`` with its
+    95% Welch interval and the verdict of ``a > b`` (``metric, a, b, mean_a, mean_b, diff, half, verdict``)."""
+    rows = []
+    for m in metrics:
+        for a, b in pairs:
+            va = runs.loc[runs.control == a, m].to_numpy(float)
+            vb = runs.loc[runs.control == b, m].to_numpy(float)
+            if not (np.isfinite(va).any() and np.isfinite(vb).any()):
+                continue
+            r = verdicts.compare(va, vb, "greater", confidence=confidence)
+            rows.append({"metric": m, "a": a, "b": b, "mean_a": r["mean_a"], "mean_b": r["mean_b"], "diff": r["diff"],
+                         "half": r["half"], "verdict": r["verdict"]})
+    return pd.DataFrame(rows)
+
+
+def control_sentence(comp: pd.DataFrame, labels: dict[str, str] | None = None, higher_is_better: dict | None = None) -> str:
+    """Per metric: how the vSAE stands against TopK, the size-matched TopK and the random null, and
+    what follows — whether its advantage survives a TopK dictionary of its live size (else it goes with
+    the small, dense dictionary) and whether the trained SAEs beat an untrained one at all."""
+    labels, hib = labels or {}, higher_is_better or {}
+    word = {verdicts.HOLDS: "above", verdicts.REVERSED: "below", verdicts.NOT_SEPARATED: "not separated from"}
+    lines = []
+    for m, g in comp.groupby("metric", sort=False):
+        G = {(r.a, r.b): r for r in g.itertuples()}
+        name = labels.get(m, m)
+        bits = [f"vSAE {word[G[p].verdict]} {CONTROL_LABELS[p[1]]} ({G[p].diff:+.3f}"
+                + (f" ± {G[p].half:.3f})" if np.isfinite(G[p].half) else ")")
+                for p in (("vsae", "topk"), ("vsae", "size_matched"), ("vsae", "random")) if p in G]
+        good = hib.get(m, True)
+        better = verdicts.HOLDS if good else verdicts.REVERSED
+        tail = []
+        if ("vsae", "topk") in G and ("vsae", "size_matched") in G and G[("vsae", "topk")].verdict == better:
+            tail.append("the vSAE's advantage over TopK survives a TopK SAE of its live size"
+                        if G[("vsae", "size_matched")].verdict == better else
+                        "a TopK SAE of the vSAE's live size removes the vSAE's advantage: it goes with the small, dense dictionary")
+        nulls = [CONTROL_LABELS[a] for a in ("vsae", "topk", "size_matched")
+                 if (a, "random") in G and G[(a, "random")].verdict != better]
+        if nulls:
+            tail.append(f"{', '.join(nulls)} {'does' if len(nulls) == 1 else 'do'} not beat the untrained null")
+        lines.append(f"* **{name}** ({'higher' if good else 'lower'} is better): " + "; ".join(bits)
+                     + (". " + "; ".join(tail)[0].upper() + "; ".join(tail)[1:] + "." if tail else "."))
+    return "\n".join(lines)

@@ -22,6 +22,9 @@ from .profiles import Profile
 
 #: KL weights of the beyond chapter's sweep
 KL_WEIGHTS = (0.0, 0.01, 0.1, 1.0, 10.0)
+#: sampling sigmas of the beyond chapter's sweep, in the SAE's normalised input units (mean squared
+#: input norm 1, so one coordinate's RMS is 1/sqrt(d_in): 0.042 at d_in 576); 1.0 is the blog post's
+NOISE_SCALES = (0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def sae_name(arch: str, k: int, suffix: str = "") -> str:
@@ -98,11 +101,13 @@ def beyond_variants(profile: Profile, d_in: int, d_sae: int, k: int, budget_frac
         return Variant(name, TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, seed=seed, **kw), dict(tr))
 
     code, topk = vs("vSAE fixed var (code)"), tk("TopK")
+    blog = vs("vSAE unit var (blog)", var_mode="unit")
     # a dead threshold the run reaches: 5% of its tokens (the paper's 10M is never reached)
     dead = max(1000, int(0.05 * steps * p.batch_size))
     return {
-        "text_vs_code": [code, vs("vSAE unit var (blog)", var_mode="unit"),
-                         vs("vSAE learned var (abstract)", var_mode="learned")],
+        "text_vs_code": [code, blog, vs("vSAE learned var (abstract)", var_mode="learned")],
+        "sigma_sweep": [code] + [blog if sg == 1.0 else vs(f"vSAE unit var sigma {sg:g}", var_mode="unit", noise_scale=sg)
+                                 for sg in NOISE_SCALES],
         "kl_scope": [code, vs("vSAE KL on top-k only", kl_scope="topk")],
         "control": [topk, code, tk("TopK + L2 pre-act penalty", l2_preact_coeff=p.kl_coeff)],
         "auxk": [topk, tk(f"TopK + AuxK (dead after {dead:,} tokens)", dead_tokens_threshold=dead)],
@@ -202,4 +207,36 @@ def lr_variants(profile: Profile, d_in: int, d_sae: int, k: int, seeds=None) -> 
             out.append(Variant(v.name, v.model_cfg, dict(v.train_overrides), {"arch": arch, "lr_of": arch}))
             out.append(Variant(sae_name(arch, k, f"_lr_{other}{sfx}"), v.model_cfg,
                                {**v.train_overrides, "lr": lrs[other]}, {"arch": arch, "lr_of": other}))
+    return out
+
+
+#: the ablation-metric controls: (role, what it is), in the order the book shows them
+ABLATION_CONTROLS = (
+    ("topk", "the headline TopK SAE"),
+    ("vsae", "the headline vSAE"),
+    ("size_matched", "a TopK SAE with as many latents as the vSAE keeps alive"),
+    ("random", "a TopK SAE at its initialisation (learning rate 0; b_dec at the geometric median)"),
+)
+#: steps of the untrained null: the trainer's minimum (the learning rate is 0, so nothing moves)
+NULL_STEPS = 50
+
+
+def ablation_control_variants(profile: Profile, d_in: int, d_sae: int, k: int, live: int, seeds=None) -> list[Variant]:
+    """The runs that separate "better ablation metrics" from "a small, dense dictionary", at every
+    seed: the headline TopK and vSAE at ``k`` (the same runs as :func:`seed_variants`), a TopK SAE
+    with ``d_sae = live`` latents (``topk_k256_d1024``; its own ``auto_lr``) and an untrained TopK
+    SAE (``topk_k256_random``: learning rate 0 for :data:`NULL_STEPS` steps, i.e. its initial weights)
+    as a null baseline. ``role["control"]`` names the run's row of :data:`ABLATION_CONTROLS`."""
+    if not k <= live <= d_sae:
+        raise ValueError(f"the size-matched control needs k <= live <= d_sae, got k={k}, live={live}, d_sae={d_sae}")
+    p = profile
+    out = []
+    for seed in (p.seeds if seeds is None else seeds):
+        sfx = "" if seed == p.main_seed else f"_s{seed}"
+        for v in headline_variants(p, d_in, d_sae, [k], seed=seed):
+            out.append(Variant(v.name, v.model_cfg, dict(v.train_overrides), {"control": v.architecture}))
+        out.append(Variant(sae_name("topk", k, f"_d{live}{sfx}"), TopKSAEConfig(d_in=d_in, d_sae=live, k=k, seed=seed),
+                           {"seed": seed}, {"control": "size_matched"}))
+        out.append(Variant(sae_name("topk", k, f"_random{sfx}"), TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, seed=seed),
+                           {"seed": seed, "steps": NULL_STEPS, "lr": 0.0}, {"control": "random"}))
     return out

@@ -135,6 +135,33 @@ class Experiment:
                               "lr": self.train_config(**v.train_overrides).lr or auto_lr(v.model_cfg), "seed": v.seed,
                               **{m: float(core.loc[v.name, m]) for m in LADDER_CORE_METRICS}} for v in runs])
 
+    def vsae_live_latents(self, k: int | None = None, multiple: int = 16) -> int:
+        """How many latents the headline vSAE at ``k`` keeps alive: its fraction alive (mean over the
+        seeds) times ``d_sae``, rounded to a multiple of ``multiple`` (at least ``k``)."""
+        k = self.showcase_k() if k is None else int(k)
+        vs = [v for v in self.seed_variants(k_values=[k]) if v.architecture == "vsae"]
+        alive = float(self.core(vs)["metrics"]["frac_alive"].mean())
+        return max(k, int(round(alive * self.d_sae / multiple)) * multiple)
+
+    def ablation_controls(self, k: int | None = None, seeds=None) -> pd.DataFrame:
+        """Train and evaluate :func:`vsae.design.ablation_control_variants` (the size-matched TopK has
+        :meth:`vsae_live_latents` latents): one row per run with ``control``, ``d_sae``, ``seed``, the
+        core metrics, TPP at N = 20, the best SCR and the sparse-probing accuracies."""
+        from .evals.probing import summarise_sparse_probing
+
+        k = self.showcase_k() if k is None else int(k)
+        live = self.vsae_live_latents(k)
+        runs = design.ablation_control_variants(self.profile, self.d_model, self.d_sae, k, live, seeds)
+        summ = self.variant_summary(runs).set_index("sae")
+        core = self.core(runs)["metrics"].set_index("sae")
+        probe = summarise_sparse_probing(self.sparse_probing(runs)).set_index("sae")
+        pcols = [c for c in probe.columns if c.startswith("sae_top_") and c.endswith("_test_accuracy")]
+        return pd.DataFrame([{"sae": v.name, "control": v.role["control"], "d_sae": v.model_cfg.d_sae, "seed": v.seed,
+                              "explained_variance_saebench": float(core.loc[v.name, "explained_variance_saebench"]),
+                              **summ.loc[v.name, ["frac_alive", "explained_variance", "ce_loss_score", "tpp_total_20",
+                                                  "tpp_unintended_20", "scr_best"]].astype(float).to_dict(),
+                              **probe.loc[v.name, pcols].astype(float).to_dict()} for v in runs])
+
     def showcase_k(self) -> int:
         """The one k of single-k chapters and controls (:func:`vsae.design.showcase_k`)."""
         return design.showcase_k(self.profile)

@@ -7,6 +7,8 @@ The defaults are the paper's recipe (Baker & Li 2025, section 3 "Experimental se
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -74,9 +76,13 @@ class VSAEConfig:
     k: int
     architecture: Literal["vsae"] = "vsae"
     seed: int = 42
-    #: "fixed": z = mu (the evaluated runs); "unit": z = mu + eps (blog post);
+    #: "fixed": z = mu (the evaluated runs); "unit": z = mu + noise_scale * eps (blog post: 1);
     #: "learned": z = mu + sigma * eps with log sigma^2 = x @ W_var + b_var (abstract)
     var_mode: Literal["fixed", "unit", "learned"] = "fixed"
+    #: sigma of the "unit" mode's sampling noise, in the normalised units of the SAE's input (where
+    #: the mean squared norm of an input vector is 1 after dividing by ``act_scale``); the blog post's
+    #: unit variance is 1.0. The KL's sigma-only terms are constants and are left out (see vsae.py)
+    noise_scale: float = 1.0
     #: KL weight (the paper: 1.0)
     kl_coeff: float = 1.0
     #: "all": KL over all d_sae latents (the paper); "topk": over the k selected (authors' later fix)
@@ -123,11 +129,13 @@ class VSAEConfig:
             raise ValueError("log_var_clamp must be (low, high) with low < high")
         if self.kl_coeff < 0 or self.kl_clamp <= 0:
             raise ValueError("kl_coeff must be >= 0 and kl_clamp > 0")
+        if not (self.noise_scale > 0 and math.isfinite(self.noise_scale)):
+            raise ValueError(f"noise_scale must be a positive finite number, got {self.noise_scale!r}")
 
 
 #: recipe fields added after the store's keys were fixed: an SAE's store key holds them only where
 #: they differ from its architecture's default, so SAEs trained before they existed keep their keys
-RECIPE_FIELDS = ("subtract_b_dec", "unit_norm_decoder", "init", "b_dec_init")
+RECIPE_FIELDS = ("subtract_b_dec", "unit_norm_decoder", "init", "b_dec_init", "noise_scale")
 
 
 def recipe_defaults(architecture: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 
     mu    = ReLU(x @ W_enc + b_enc)                           # pre_acts
     z     = mu                          var_mode="fixed"   (what the paper evaluated)
-          = mu + eps                    var_mode="unit"    (the blog post; training only)
+          = mu + sigma_u * eps          var_mode="unit"    (the blog post, sigma_u = noise_scale = 1; training only)
           = mu + exp(lv/2) * eps        var_mode="learned" (the abstract; training only),
                                         lv = clamp(x @ W_var + b_var, -6, 2)
     s     = TopK(|z|, k) keeping the sign of z
@@ -16,7 +16,8 @@
 For ``var_mode="fixed"`` z = mu, so the KL is the code's ``0.5 * sum clamp(z)^2``. For ``unit`` the KL
 is the analytic KL(N(mu, 1) || N(0, 1)) = 0.5 * sum mu^2, i.e. the learned-variance formula with
 lv = 0; it is computed on mu, not on the noisy sample z (whose square would add 0.5 per latent of
-pure noise to the loss and the logs).
+pure noise to the loss and the logs). With ``noise_scale`` sigma_u != 1 the analytic KL adds
+0.5 * (sigma_u^2 - 1 - log sigma_u^2) per latent, a constant without gradient, which is left out.
 """
 
 from __future__ import annotations
@@ -120,13 +121,13 @@ class VSAE(SAEBase):
             sigma = self._log_var_n(lv_pre.float()).mul_(0.5).exp_().mul_(s)
             z.addcmul_(sigma, eps)
         else:
-            z.add_(eps, alpha=s)
+            z.add_(eps, alpha=s * cfg.noise_scale)
         return pre, lv_pre, eps, sigma, z.abs_()
 
     def _noise_at(self, eps, sigma, ix):
         """The sampling noise (input units) at the selected positions ix."""
         e_ = eps.gather(1, ix)
-        return e_.mul_(self.cfg.act_scale) if sigma is None else e_.mul_(sigma.gather(1, ix))
+        return e_.mul_(self.cfg.act_scale * self.cfg.noise_scale) if sigma is None else e_.mul_(sigma.gather(1, ix))
 
     @torch.no_grad()
     def _dense_kl(self, pre, lv_pre, n: int, want_grad: bool):
@@ -169,7 +170,7 @@ class VSAE(SAEBase):
             del dpen_v
             lv_n_sel = self._log_var_n(sel_lv)
         if eps_all is not None:
-            sd = s if lv_n_sel is None else s * torch.exp(0.5 * lv_n_sel)  # sigma in input units
+            sd = s * cfg.noise_scale if lv_n_sel is None else s * torch.exp(0.5 * lv_n_sel)  # sigma in input units
             z_all = mu_sel + sd * eps_all
         else:
             z_all = mu_sel

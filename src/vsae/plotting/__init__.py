@@ -8,7 +8,7 @@ One module per part of the book: :mod:`.style` (palette, labels, saving, shared 
 """
 
 from .attribution import LADDER_LABELS, ladder_bars
-from .beyond import BEYOND_METRICS, kl_sweep, seed_intervals, variant_bars
+from .beyond import BEYOND_METRICS, kl_sweep, seed_intervals, sigma_sweep, variant_bars
 from .core import METRIC_LABELS, alive_vs_tokens, density_histogram, metrics_vs_k, pareto
 from .features import cosine_distributions, feature_pair, feature_tsne_panels, latent_summary, token_tsne_panels
 from .overview import activation_norms, architecture_diagram, training_curves
@@ -18,7 +18,7 @@ from .style import LABELS, MARKERS, PAGE_WIDTH, PALETTE, color, label, savefig, 
 
 __all__ = [
     "LADDER_LABELS", "ladder_bars",
-    "BEYOND_METRICS", "kl_sweep", "seed_intervals", "variant_bars",
+    "BEYOND_METRICS", "kl_sweep", "seed_intervals", "sigma_sweep", "variant_bars",
     "METRIC_LABELS", "alive_vs_tokens", "density_histogram", "metrics_vs_k", "pareto",
     "cosine_distributions", "feature_pair", "feature_tsne_panels", "latent_summary", "token_tsne_panels",
     "activation_norms", "architecture_diagram", "training_curves",

@@ -60,6 +60,7 @@ def ladder_bars(table: pd.DataFrame, metrics: Sequence[str] = tuple(LADDER_LABEL
         ax.set_xlabel(LADDER_LABELS.get(m, m))
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(y, [name for _, _, name in rows])
+    axes[0].set_ylabel("run (recipe, one difference flipped)")
     n = int(table.groupby(["side", "rung"]).size().max())
     fig.suptitle(f"The attribution ladder: mean and 95% interval over {n} seed{'s' if n != 1 else ''} "
                  "(dashed: the two recipes)", fontsize=10)

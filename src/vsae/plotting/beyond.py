@@ -126,3 +126,26 @@ def seed_intervals(df: pd.DataFrame, metrics=tuple(BEYOND_METRICS)):
         ax.set_title(BEYOND_METRICS.get(m, m), fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def sigma_sweep(df: pd.DataFrame, d_in: int, reference: pd.Series | None = None, metrics=tuple(BEYOND_METRICS)):
+    """Metrics of unit-variance-mode vSAEs against their sampling sigma (``df``: columns
+    ``noise_scale`` and the metrics; log axis), with the vSAE that does not sample (``reference``, a
+    row with the same metrics) as a dashed line and one input coordinate's RMS, 1/sqrt(d_in) in the
+    SAE's normalised units, as a dotted line."""
+    d = df.sort_values("noise_scale")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(PAGE_WIDTH * 1.2, 3.0))
+    for ax, m in zip(np.atleast_1d(axes), metrics):
+        ax.plot(d["noise_scale"], d[m], marker="D", color=PALETTE["vsae (text)"], label="samples z = μ + σε")
+        if reference is not None:
+            ax.axhline(float(reference[m]), color=color("vsae"), ls="--", lw=1, label="no sampling (z = μ)")
+        ax.axvline(1 / np.sqrt(d_in), color="grey", ls=":", lw=1, label="RMS of one input coordinate")
+        ax.set_xscale("log")
+        ax.set_xticks(list(d["noise_scale"]))
+        ax.set_xticklabels([f"{v:g}" for v in d["noise_scale"]], fontsize=8)
+        ax.set_xlabel("sampling σ (normalised input units)")
+        ax.set_ylabel(BEYOND_METRICS.get(m, m))
+        ax.set_title(BEYOND_METRICS.get(m, m), fontsize=9)
+    np.atleast_1d(axes)[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
