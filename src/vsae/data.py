@@ -67,6 +67,18 @@ CORPORA = ("tinystories", "c4-code", "paper", "offline", "offline+docs", "smoke"
 CHUNK_MODE = {"tinystories": "first", "c4-code": "windows", "offline": "windows", "offline+docs": "windows",
               "smoke": "windows"}
 HF_DATASETS = {"tinystories": "roneneldan/TinyStories", "c4-code": "NeelNanda/c4-code-tokenized-2b"}
+#: contexts each corpus split yields (what :func:`vsae.activations.plan_contexts` can find), per
+#: ``(corpus, split, lm, ctx_len)`` of the profiles: counted once with each model's tokenizer
+#: (tests/test_data.py recounts them), so a chapter refuses a token budget before loading anything.
+#: TinyStories is streamed from the Hub; its bound is one context per story (2.12M train stories).
+#: A combination not listed (c4-code, or another model or context length) is not checked ahead.
+CONTEXT_SUPPLY = {
+    ("smoke", "train", "pythia-70m-random", 64): 1589,
+    ("smoke", "eval", "pythia-70m-random", 64): 1221,
+    ("offline", "train", "smollm2-135m", 128): 40_015,
+    ("offline", "eval", "smollm2-135m", 128): 4_652,
+    ("tinystories", "train", "pythia-70m-deduped", 128): 2_120_000,
+}
 
 
 @dataclass
@@ -422,6 +434,24 @@ def chunk_contexts(token_lists: Iterable[list[int]], ctx_len: int, mode: str = "
     if return_doc_index:
         return ctx, (np.concatenate(idx) if idx else np.zeros(0, np.int32))
     return ctx
+
+
+def context_supply(corpus: str, split: str, lm: str, ctx_len: int) -> int | None:
+    """How many ``ctx_len``-token contexts ``corpus``/``split`` yields for model ``lm`` (:data:`CONTEXT_SUPPLY`;
+    ``None`` when not known ahead)."""
+    return CONTEXT_SUPPLY.get((resolve_corpus(corpus, split), split, lm, int(ctx_len)))
+
+
+def count_contexts(corpus: str, split: str, encode, ctx_len: int) -> int:
+    """Contexts of ``ctx_len`` tokens in the whole of ``corpus``/``split`` (``encode``: texts -> token ids),
+    counted as :func:`vsae.activations.plan_contexts` chunks them (what :data:`CONTEXT_SUPPLY` records)."""
+    mode = chunk_mode(corpus, split)
+    docs = list(iter_documents(corpus, split))
+    n = 0
+    for i in range(0, len(docs), 256):
+        for ids in encode([d.text for d in docs[i:i + 256]]):
+            n += len(ids) // ctx_len if mode == "windows" else min(1, len(ids) // ctx_len)
+    return n
 
 
 def chunk_mode(corpus: str, split: str = "train") -> str:
