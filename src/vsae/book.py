@@ -73,7 +73,8 @@ def chapters_dir(profile: str) -> Path:
 
 
 def parse_params(argv: list[str]) -> dict:
-    """Parse papermill-style ``-p name value`` pairs; values are Python/JSON literals or plain strings."""
+    """Parse papermill-style ``-p name value`` pairs; values are Python/JSON literals (``inf`` and ``nan``
+    are floats) or plain strings."""
     params, i = {}, 0
     argv = [a for a in argv if a != "--"]
     while i < len(argv):
@@ -85,7 +86,8 @@ def parse_params(argv: list[str]) -> dict:
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            value = raw
+            # inf / nan are numbers to the user (and to the parameter check, which refuses them)
+            value = float(raw) if raw.strip().lower().lstrip("+-") in ("inf", "infinity", "nan") else raw
         params[name] = value
         i += 3
     return params
@@ -534,10 +536,23 @@ def vendor_mathjax(root: Path) -> Path:
     return dst
 
 
+def missing_chapters(profile: str) -> list[str]:
+    """Chapters of the table of contents that have no executed notebook in the profile's folder."""
+    return [c for c in chapters() if not (chapters_dir(profile) / f"{c}.ipynb").exists()]
+
+
+def partial_stage_line(profile: str, missing: list[str]) -> str:
+    """The line ``chapter`` prints instead of rendering the site of a partly executed stage."""
+    n = len(chapters())
+    return (f"[vsae.book] site not rebuilt: profile {profile} has {n - len(missing)} of {n} chapters executed "
+            f"(missing: {', '.join(missing)}); the chapter itself is written. Execute them all and render the site "
+            f"with `python -m vsae.book build --profile {profile}` (make book PROFILE={profile}).")
+
+
 def site(profile: str, strict: bool = True) -> Path:
     """Render the HTML with jupyter-book (warnings are errors when ``strict``)."""
     root = stage(profile)
-    missing = [c for c in chapters() if not (chapters_dir(profile) / f"{c}.ipynb").exists()]
+    missing = missing_chapters(profile)
     if missing:
         raise SystemExit(f"executed chapters missing for profile {profile}: {missing}; run make book PROFILE={profile}")
     vendor_mathjax(root)
@@ -652,7 +667,13 @@ def main(argv: list[str] | None = None) -> int:
         params = parse_params(a.params)
         os.environ[report.COMMIT_ENV] = provenance_commit(a.profile, a.allow_dirty)
         execute(a.name, a.profile, a.device, params)
-        site(a.profile)
+        # re-executing one chapter succeeds on its own: the site is rendered when every chapter of the
+        # profile is there (always so for the committed offline chapters), else skipped with one line
+        missing = missing_chapters(a.profile)
+        if missing:
+            print(partial_stage_line(a.profile, missing), flush=True)
+        else:
+            site(a.profile)
     return 0
 
 
