@@ -297,3 +297,29 @@ def test_build_prints_progress_and_writes_the_record(tmp_path, monkeypatch, caps
     assert rec["complete"] and rec["finished"] and rec["commit"] == seen[0]
     assert [r["chapter"] for r in rec["chapters"]] == names
     assert rec["peak_rss_build_mb"] > 0 and rec["site_seconds"] is not None
+
+
+def test_chapter_command_succeeds_on_a_partial_stage(tmp_path, monkeypatch, capsys):
+    """``chapter`` on a stage with only some chapters executed: the chapter is written, the site is
+    skipped with one line naming what is missing, exit 0; with every chapter there the site is rendered."""
+    names = ["01_a", "02_b", "03_c"]
+    out_dir = tmp_path / "chapters"
+    out_dir.mkdir()
+    monkeypatch.setattr(book, "chapters", lambda: names)
+    monkeypatch.setattr(book, "chapters_dir", lambda profile: out_dir)
+    rendered = []
+
+    def fake_execute(name, profile, device="cpu", params=None):
+        (out_dir / f"{name}.ipynb").write_text(json.dumps(_nb([_code([_header("abc")])])))
+        return out_dir / f"{name}.ipynb"
+
+    monkeypatch.setattr(book, "execute", fake_execute)
+    monkeypatch.setattr(book, "site", lambda profile, strict=True: rendered.append(profile))
+    assert book.main(["chapter", "02_b", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "[vsae.book] site not rebuilt: profile smoke has 1 of 3 chapters executed (missing: 01_a, 03_c)" in out
+    assert "python -m vsae.book build --profile smoke" in out and rendered == []
+    for n in ("01_a", "03_c"):
+        fake_execute(n, "smoke")
+    assert book.main(["chapter", "02_b", "--profile", "smoke"]) == 0
+    assert rendered == ["smoke"] and "site not rebuilt" not in capsys.readouterr().out
