@@ -124,15 +124,20 @@ def execute(name: str, profile: str, device: str = "cpu", params: dict | None = 
         pm.execute_notebook(str(src), str(tmp), parameters=parameters, cwd=str(out_dir), kernel_name="python3",
                             progress_bar=False, request_save_on_cell_execute=False)
     except pm.PapermillExecutionError as e:
-        # keep the failed notebook for inspection, never replace the last good chapter with it
+        # keep the failed notebook for inspection (cleaned like a chapter: one stream per cell, progress
+        # collapsed), never replace the last good chapter with it
         failed = out_dir / f".{name}.failed.ipynb"
+        try:
+            _clean_metadata(tmp, input_path=src, output_path=failed)
+        except (OSError, ValueError):  # pragma: no cover - an unreadable notebook is kept as it is
+            pass
         shutil.move(str(tmp), failed)
         raise SystemExit(f"chapter {name} failed at cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                          f"the failed notebook is {failed}; the last good {out.name} is untouched") from None
     _clean_metadata(tmp, input_path=src, output_path=out)
     tmp.replace(out)
     (out_dir / f".{name}.failed.ipynb").unlink(missing_ok=True)
-    print(f"[vsae.book] {name} done in {time.time() - t0:.0f} s -> {out.relative_to(REPO_ROOT)}", flush=True)
+    print(f"[vsae.book] {name} done in {time.time() - t0:.0f} s -> {_rel(out)}", flush=True)
     return out
 
 
@@ -282,10 +287,37 @@ def _rel(p: Path) -> str:
         return sanitize_paths(str(p))
 
 
+def _dump(nb: dict) -> str:
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
 def _clean_metadata(path: Path, input_path: Path | None = None, output_path: Path | None = None) -> None:
     """Clean an executed notebook in place (see :func:`clean_notebook`) so re-executions diff cleanly."""
     nb = clean_notebook(json.loads(path.read_text()), input_path, output_path)
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    path.write_text(_dump(nb))
+
+
+def clean_chapters(profile: str) -> list[str]:
+    """Clean every executed chapter of ``profile`` that is not clean yet (:func:`clean_notebook` is
+    idempotent, so a clean chapter is left byte for byte); return the names rewritten.
+
+    :func:`execute` cleans what it writes; this catches a chapter written by any other path (papermill
+    or Jupyter by hand, a copy from another checkout) before the site renders it or it is committed.
+    """
+    fixed = []
+    for name in chapters():
+        path = chapters_dir(profile) / f"{name}.ipynb"
+        if not path.exists():
+            continue
+        text = path.read_text()
+        new = _dump(clean_notebook(json.loads(text)))
+        if new != text:
+            path.write_text(new)
+            fixed.append(name)
+    if fixed:
+        print(f"[vsae.book] cleaned {len(fixed)} chapter(s) written without the book's clean-up (streams merged, "
+              f"progress collapsed, paths sanitised): {', '.join(fixed)}", flush=True)
+    return fixed
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,6 +587,7 @@ def site(profile: str, strict: bool = True) -> Path:
     missing = missing_chapters(profile)
     if missing:
         raise SystemExit(f"executed chapters missing for profile {profile}: {missing}; run make book PROFILE={profile}")
+    clean_chapters(profile)
     vendor_mathjax(root)
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--quiet"]
     if strict:
