@@ -207,10 +207,17 @@ def test_memory_of_a_training_pass_is_checked(monkeypatch):
     assert f"more than ${MEMORY_ENV}=2.5 (2.5 GB); allowed: expansion in [1, 6]" in str(e.value)
 
 
-def test_context_supply_of_the_smoke_profile_is_what_the_corpus_yields():
-    """The recorded supply equals a recount with the model's tokenizer (as plan_contexts chunks)."""
+def test_context_supply_of_the_smoke_profile_is_what_the_corpus_yields(monkeypatch):
+    """The recorded supply equals a recount with the model's tokenizer (as plan_contexts chunks); it is
+    recorded for the corpus data of today (a change makes it unknown until recounted)."""
     from vsae import data
     from vsae.lm import pythia_tokenizer
+
+    assert data._supply_data() == data.CONTEXT_SUPPLY_DATA, "the corpus data changed: recount CONTEXT_SUPPLY"
+    monkeypatch.setattr(data, "DATA_VERSION", data.DATA_VERSION + 1)
+    assert data.context_supply("smoke", "train", "pythia-70m-random", 64) is None
+    assert data.context_supply("paper", "train", "pythia-70m-deduped", 128) == 2_120_000
+    monkeypatch.undo()
 
     tok = pythia_tokenizer()
     p = PROFILES["smoke"]

@@ -79,6 +79,13 @@ CONTEXT_SUPPLY = {
     ("offline", "eval", "smollm2-135m", 128): 4_652,
     ("tinystories", "train", "pythia-70m-deduped", 128): 2_120_000,
 }
+#: what the offline and smoke counts above were made from; when any of it changes they are unknown
+#: (``None``: not checked ahead) until recounted (tests/test_params.py recounts smoke in a second and
+#: offline in ~30 s, ``-m slow``)
+CONTEXT_SUPPLY_DATA = {"data_version": 1, "eval_fraction": 0.1, "split_salt": "vsae-split-v1",
+                       "stdlib-data": "1b2afb4e3853af422a232a678bd57ef30a57b4e0af5cc9a396f7c8d2f1532afd",
+                       "smoke_docs": {"train": {"speech": 4, "novel": 4, "email": 120, "docs": 6},
+                                      "eval": {"speech": 2, "novel": 2, "email": 60, "docs": 3}}}
 
 
 @dataclass
@@ -438,8 +445,18 @@ def chunk_contexts(token_lists: Iterable[list[int]], ctx_len: int, mode: str = "
 
 def context_supply(corpus: str, split: str, lm: str, ctx_len: int) -> int | None:
     """How many ``ctx_len``-token contexts ``corpus``/``split`` yields for model ``lm`` (:data:`CONTEXT_SUPPLY`;
-    ``None`` when not known ahead)."""
-    return CONTEXT_SUPPLY.get((resolve_corpus(corpus, split), split, lm, int(ctx_len)))
+    ``None`` when not known ahead, or when the corpus data changed since they were counted)."""
+    c = resolve_corpus(corpus, split)
+    if c not in HF_DATASETS and _supply_data() != CONTEXT_SUPPLY_DATA:
+        return None
+    return CONTEXT_SUPPLY.get((c, split, lm, int(ctx_len)))
+
+
+def _supply_data() -> dict:
+    from .assets import ASSETS
+
+    return {"data_version": DATA_VERSION, "eval_fraction": EVAL_FRACTION, "split_salt": SPLIT_SALT,
+            "stdlib-data": ASSETS["stdlib-data"].sha256, "smoke_docs": SMOKE_DOCS}
 
 
 def count_contexts(corpus: str, split: str, encode, ctx_len: int) -> int:
