@@ -189,21 +189,25 @@ def check_profile(profile, device: str = "cpu") -> None:
         n = getattr(p, field)
         n_ctx = context_supply(corpus, split, p.lm, p.ctx_len)
         if n_ctx is not None and n > n_ctx * p.ctx_len:
-            what = "parameter" if field == "n_train_tokens" else "profile field"
-            raise ParameterError(
-                f"{what} {field!r}={n:,} is more than corpus {corpus!r} ({split} split) supplies to {p.lm} in "
-                f"{p.ctx_len}-token contexts: at most {n_ctx * p.ctx_len:,} tokens ({n_ctx:,} contexts); "
-                f"allowed: {field} in [1000, {n_ctx * p.ctx_len}] for profile {p.name!r}")
+            supply = (f"is more than corpus {corpus!r} ({split} split) supplies to {p.lm} in {p.ctx_len}-token "
+                      f"contexts: at most {n_ctx * p.ctx_len:,} tokens ({n_ctx:,} contexts)")
+            if field == "n_train_tokens":
+                raise ParameterError(f"parameter {field!r}={n:,} {supply}; allowed: {field} in "
+                                     f"[1000, {n_ctx * p.ctx_len}] for profile {p.name!r}")
+            raise ParameterError(f"profile field {field!r}={n:,} of profile {p.name!r} {supply}")
     need = train_pass_bytes(p, d_model)
     limit, where = memory_limit_bytes(device)
     if need > limit:
         per_unit = train_pass_bytes(p, d_model, 1) - BASE_MEMORY_BYTES
         e_max = max(0, (limit - BASE_MEMORY_BYTES) // per_unit)
+        allowed = (f"expansion in [1, {e_max}] with {len(p.k_values)} k value(s) on this machine (fewer k_values "
+                   "also need less)" if e_max >= 1 else
+                   f"no expansion fits {len(p.k_values)} k value(s) on this machine: pass fewer k_values, or set "
+                   f"${MEMORY_ENV} to the memory you can give")
         raise ParameterError(
             f"parameter 'expansion'={p.expansion} needs about {_gb(need)} to train the {2 * len(p.k_values)} SAEs of a "
             f"pass (d_sae = expansion x d_model = {p.expansion} x {d_model} = {d_sae}), more than {where} "
-            f"({_gb(limit)}); allowed: expansion in [1, {e_max}] with {len(p.k_values)} k value(s) on this machine "
-            f"(fewer k_values also need less)")
+            f"({_gb(limit)}); allowed: {allowed}")
 
 
 def chapter_profile(params: dict[str, Any], fields: Iterable[str]):
