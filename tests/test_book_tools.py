@@ -297,3 +297,110 @@ def test_build_prints_progress_and_writes_the_record(tmp_path, monkeypatch, caps
     assert rec["complete"] and rec["finished"] and rec["commit"] == seen[0]
     assert [r["chapter"] for r in rec["chapters"]] == names
     assert rec["peak_rss_build_mb"] > 0 and rec["site_seconds"] is not None
+
+
+def test_chapter_command_succeeds_on_a_partial_stage(tmp_path, monkeypatch, capsys):
+    """``chapter`` on a stage with only some chapters executed: the chapter is written, the site is
+    skipped with one line naming what is missing, exit 0; with every chapter there the site is rendered."""
+    names = ["01_a", "02_b", "03_c"]
+    out_dir = tmp_path / "chapters"
+    out_dir.mkdir()
+    monkeypatch.setattr(book, "chapters", lambda: names)
+    monkeypatch.setattr(book, "chapters_dir", lambda profile: out_dir)
+    rendered = []
+
+    def fake_execute(name, profile, device="cpu", params=None):
+        (out_dir / f"{name}.ipynb").write_text(json.dumps(_nb([_code([_header("abc")])])))
+        return out_dir / f"{name}.ipynb"
+
+    monkeypatch.setattr(book, "execute", fake_execute)
+    monkeypatch.setattr(book, "site", lambda profile, strict=True: rendered.append(profile))
+    assert book.main(["chapter", "02_b", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "[vsae.book] site not rebuilt: profile smoke has 1 of 3 chapters executed (missing: 01_a, 03_c)" in out
+    assert "python -m vsae.book build --profile smoke" in out and rendered == []
+    for n in ("01_a", "03_c"):
+        fake_execute(n, "smoke")
+    assert book.main(["chapter", "02_b", "--profile", "smoke"]) == 0
+    assert rendered == ["smoke"] and "site not rebuilt" not in capsys.readouterr().out
+
+
+_PROGRESS_CHAPTER = '''# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+profile = "smoke"
+device = "cpu"
+fail = False
+
+# %%
+import sys
+import time
+
+from tqdm.auto import tqdm
+
+for i in tqdm(range(300), desc="harvest", mininterval=0, miniters=1):
+    pass
+print("done")
+assert not fail, "asked to fail"
+'''
+
+
+def _n_streams(nb):
+    return [sum(o.get("output_type") == "stream" for o in c.get("outputs", [])) for c in nb["cells"]]
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["written", "failed"])
+def test_execute_collapses_progress_on_every_path_it_writes(tmp_path, monkeypatch, fail):
+    """A real papermill run of a chapter that draws 300 progress refreshes: the chapter it writes (or the
+    failed notebook it keeps) holds one stream per stream name and cell, each bar at its final state."""
+    nbs, out_dir = tmp_path / "notebooks", tmp_path / "chapters"
+    nbs.mkdir()
+    (nbs / "01_bars.py").write_text(_PROGRESS_CHAPTER)
+    monkeypatch.setattr(book, "NOTEBOOKS", nbs)
+    monkeypatch.setattr(book, "chapters_dir", lambda profile: out_dir)
+    if fail:
+        with pytest.raises(SystemExit, match="asked to fail"):
+            book.execute("01_bars", "smoke", params={"fail": True})
+        nb = json.loads((out_dir / ".01_bars.failed.ipynb").read_text())
+    else:
+        nb = json.loads(book.execute("01_bars", "smoke").read_text())
+    cell = next(c for c in nb["cells"] if "tqdm(" in "".join(c["source"]))
+    streams = [o for o in cell["outputs"] if o["output_type"] == "stream"]
+    assert sorted(o["name"] for o in streams) == ["stderr", "stdout"], [o["name"] for o in streams]
+    bar = next(o for o in streams if o["name"] == "stderr")["text"]
+    assert bar.count("harvest") == 1 and "300/300" in bar and "\r" not in "".join(bar)
+    assert max(_n_streams(nb)) == 2
+
+
+def test_site_cleans_chapters_written_by_any_path(tmp_path, monkeypatch, capsys):
+    """A chapter written without the book's clean-up (one output per progress refresh, as papermill or
+    Jupyter leave it) is cleaned before the site renders it; a clean one is left byte for byte."""
+    out_dir = tmp_path / "chapters"
+    out_dir.mkdir()
+    monkeypatch.setattr(book, "chapters", lambda: ["01_a", "02_b"])
+    monkeypatch.setattr(book, "chapters_dir", lambda profile: out_dir)
+    raw = _kernel_outputs(["\r" + _bar("harvest", n, 250) for n in range(251)] + ["\n"])
+    (out_dir / "01_a.ipynb").write_text(json.dumps(_nb([_code([_header("abc")] + raw)])))
+    clean = book._dump(book.clean_notebook(_nb([_code([_header("abc")])])))
+    (out_dir / "02_b.ipynb").write_text(clean)
+    assert book.clean_chapters("smoke") == ["01_a"]
+    assert "cleaned 1 chapter(s)" in capsys.readouterr().out
+    nb = json.loads((out_dir / "01_a.ipynb").read_text())
+    assert len(nb["cells"][0]["outputs"]) == 2 and nb["cells"][0]["outputs"][1]["text"] == _bar("harvest", 250, 250) + "\n"
+    assert (out_dir / "02_b.ipynb").read_text() == clean
+    assert book.clean_chapters("smoke") == []  # idempotent
+    # the site runs it before jupyter-book
+    (out_dir / "01_a.ipynb").write_text(json.dumps(_nb([_code([_header("abc")] + raw)])))
+    monkeypatch.setattr(book, "stage", lambda profile: tmp_path)
+    monkeypatch.setattr(book, "vendor_mathjax", lambda root: None)
+    monkeypatch.setattr(book.subprocess, "run", lambda *a, **k: None)
+    book.site("smoke")
+    assert len(json.loads((out_dir / "01_a.ipynb").read_text())["cells"][0]["outputs"]) == 2

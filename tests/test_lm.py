@@ -42,6 +42,10 @@ def hf_reference():
 
 def test_pythia_architecture(pythia, hf_reference):
     assert pythia.d_model == 512 and pythia.n_layers == 6 and pythia.d_vocab == 50304
+    from vsae.lm import D_MODEL
+
+    # what the parameter check of every chapter uses before loading anything
+    assert D_MODEL["pythia-70m-random"] == D_MODEL["pythia-70m-deduped"] == pythia.d_model
     assert sum(p.numel() for p in hf_reference.parameters()) == 70_426_624  # Pythia-70M's exact count
     c = pythia.bridge.original_model.config
     assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size) == (512, 6, 8, 2048)
@@ -178,6 +182,9 @@ def test_smollm2_real_model():
 
     lm = load_lm("smollm2-135m", 9)
     assert lm.d_model == 576 and lm.n_layers == 30 and lm.d_vocab == 49152
+    from vsae.lm import D_MODEL
+
+    assert D_MODEL["smollm2-135m"] == lm.d_model
     assert lm.describe()["processing"] == "none" and lm.prepend_bos is False
     # the cached plain checkpoint reproduces the GGUF load's logits recorded at conversion
     conv = json.loads((smollm2_dir() / "convert.json").read_text())

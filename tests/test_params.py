@@ -140,3 +140,102 @@ def test_per_sae_tables_reads_back_under_the_callers_names(tmp_path):
     assert len(calls) == 1  # read back, not recomputed
     assert list(again["sae"]) == [f"run {i}" for i in range(4)]
     assert list(again["value"]) == list(first["value"]) and list(again["sae_k"]) == [8] * 4
+
+
+@pytest.mark.parametrize("values, msg", [
+    ({"kl_coeff": float("inf")}, "parameter 'kl_coeff'=inf is not a finite number; expected float in [0.0, inf) (finite)"),
+    ({"kl_coeff": float("nan")}, "parameter 'kl_coeff'=nan is not a finite number"),
+    ({"k_values": [8, 8]}, "parameter 'k_values'=[8, 8] repeats [8]; expected list[int] of distinct values"),
+    ({"seeds": [3, 4, 3]}, "parameter 'seeds'=[3, 4, 3] repeats [3]; expected list[int] of distinct values"),
+])
+def test_non_finite_floats_and_repeated_values_are_refused(values, msg):
+    with pytest.raises(ParameterError) as e:
+        validate(values, COMMON)
+    assert msg in str(e.value)
+
+
+def test_parse_params_reads_inf_and_nan_as_floats():
+    import math
+
+    p = parse_params(["-p", "kl_coeff", "inf", "-p", "a", "-inf", "-p", "b", "nan", "-p", "c", "1e999", "-p", "d", "info"])
+    assert p["kl_coeff"] == math.inf and p["a"] == -math.inf and math.isnan(p["b"]) and p["c"] == math.inf
+    assert p["d"] == "info"
+
+
+def _chapter_profile(**params):
+    from vsae.chapter import PROFILE_FIELDS
+    from vsae.params import chapter_profile
+
+    return chapter_profile({"profile": "smoke", "device": "cpu", **params}, PROFILE_FIELDS)
+
+
+def test_every_profile_passes_its_own_check():
+    from vsae.params import check_profile
+
+    for p in PROFILES.values():
+        check_profile(p)
+    assert _chapter_profile(k_values=[1024], n_train_tokens=101_696).k_values == (1024,)
+
+
+@pytest.mark.parametrize("params, msg", [
+    ({"k_values": [8, 4096]}, "parameter 'k_values'=[8, 4096] has k [4096] above the dictionary size of profile 'smoke': "
+                              "d_sae = expansion x d_model = 2 x 512 = 1024; allowed: every k in [1, 1024], or -p expansion 8 or more"),
+    ({"k_values": [4096], "expansion": 4}, "allowed: every k in [1, 2048]"),
+    ({"n_train_tokens": 10**12}, "parameter 'n_train_tokens'=1,000,000,000,000 is more than corpus 'smoke' (train split) "
+                                 "supplies to pythia-70m-random in 64-token contexts: at most 101,696 tokens (1,589 contexts); "
+                                 "allowed: n_train_tokens in [1000, 101696]"),
+    ({"n_train_tokens": 101_697}, "at most 101,696 tokens"),
+    ({"seeds": [1, 1]}, "distinct"),
+])
+def test_profile_constraints_are_refused_with_what_is_allowed(params, msg):
+    with pytest.raises(ParameterError) as e:
+        _chapter_profile(**params)
+    assert msg in str(e.value)
+
+
+def test_memory_of_a_training_pass_is_checked(monkeypatch):
+    from vsae.params import MEMORY_ENV, train_pass_bytes
+
+    p = PROFILES["smoke"]
+    # 8 SAEs of d_sae 1024 on d_model 512: parameters, gradients, Adam moments and a batch's activations
+    assert train_pass_bytes(p, 512) - 2 * 1024**3 == 8 * 4 * (4 * (2 * 512 * 1024 + 1024 + 512) + 4 * 192 * 1024)
+    monkeypatch.setenv(MEMORY_ENV, "2.5")
+    assert _chapter_profile(expansion=2).expansion == 2
+    with pytest.raises(ParameterError) as e:
+        _chapter_profile(expansion=32)
+    assert "parameter 'expansion'=32 needs about 4.4 GB to train the 8 SAEs of a pass" in str(e.value)
+    assert f"more than ${MEMORY_ENV}=2.5 (2.5 GB); allowed: expansion in [1, 6]" in str(e.value)
+
+
+def test_context_supply_of_the_smoke_profile_is_what_the_corpus_yields(monkeypatch):
+    """The recorded supply equals a recount with the model's tokenizer (as plan_contexts chunks); it is
+    recorded for the corpus data of today (a change makes it unknown until recounted)."""
+    from vsae import data
+    from vsae.lm import pythia_tokenizer
+
+    assert data._supply_data() == data.CONTEXT_SUPPLY_DATA, "the corpus data changed: recount CONTEXT_SUPPLY"
+    monkeypatch.setattr(data, "DATA_VERSION", data.DATA_VERSION + 1)
+    assert data.context_supply("smoke", "train", "pythia-70m-random", 64) is None
+    assert data.context_supply("paper", "train", "pythia-70m-deduped", 128) == 2_120_000
+    monkeypatch.undo()
+
+    tok = pythia_tokenizer()
+    p = PROFILES["smoke"]
+    for corpus, split in ((p.train_corpus, "train"), (p.eval_corpus, "eval")):
+        n = data.count_contexts(corpus, split, lambda t: tok(t, add_special_tokens=False, verbose=False)["input_ids"], p.ctx_len)
+        assert data.context_supply(corpus, split, p.lm, p.ctx_len) == n
+
+
+@pytest.mark.slow
+def test_context_supply_of_the_offline_profile_is_what_the_corpus_yields():
+    """The offline corpus recounted with SmolLM2's tokenizer (~30 s: the whole corpus is tokenised)."""
+    from transformers import AutoTokenizer
+
+    from vsae import data
+    from vsae.assets import smollm2_dir
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir())
+    p = PROFILES["offline"]
+    for corpus, split in ((p.train_corpus, "train"), (p.eval_corpus, "eval")):
+        n = data.count_contexts(corpus, split, lambda t: tok(t, add_special_tokens=False, verbose=False)["input_ids"], p.ctx_len)
+        assert data.context_supply(corpus, split, p.lm, p.ctx_len) == n

@@ -73,7 +73,8 @@ def chapters_dir(profile: str) -> Path:
 
 
 def parse_params(argv: list[str]) -> dict:
-    """Parse papermill-style ``-p name value`` pairs; values are Python/JSON literals or plain strings."""
+    """Parse papermill-style ``-p name value`` pairs; values are Python/JSON literals (``inf`` and ``nan``
+    are floats) or plain strings."""
     params, i = {}, 0
     argv = [a for a in argv if a != "--"]
     while i < len(argv):
@@ -85,7 +86,8 @@ def parse_params(argv: list[str]) -> dict:
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            value = raw
+            # inf / nan are numbers to the user (and to the parameter check, which refuses them)
+            value = float(raw) if raw.strip().lower().lstrip("+-") in ("inf", "infinity", "nan") else raw
         params[name] = value
         i += 3
     return params
@@ -122,15 +124,20 @@ def execute(name: str, profile: str, device: str = "cpu", params: dict | None = 
         pm.execute_notebook(str(src), str(tmp), parameters=parameters, cwd=str(out_dir), kernel_name="python3",
                             progress_bar=False, request_save_on_cell_execute=False)
     except pm.PapermillExecutionError as e:
-        # keep the failed notebook for inspection, never replace the last good chapter with it
+        # keep the failed notebook for inspection (cleaned like a chapter: one stream per cell, progress
+        # collapsed), never replace the last good chapter with it
         failed = out_dir / f".{name}.failed.ipynb"
+        try:
+            _clean_metadata(tmp, input_path=src, output_path=failed)
+        except (OSError, ValueError):  # pragma: no cover - an unreadable notebook is kept as it is
+            pass
         shutil.move(str(tmp), failed)
         raise SystemExit(f"chapter {name} failed at cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                          f"the failed notebook is {failed}; the last good {out.name} is untouched") from None
     _clean_metadata(tmp, input_path=src, output_path=out)
     tmp.replace(out)
     (out_dir / f".{name}.failed.ipynb").unlink(missing_ok=True)
-    print(f"[vsae.book] {name} done in {time.time() - t0:.0f} s -> {out.relative_to(REPO_ROOT)}", flush=True)
+    print(f"[vsae.book] {name} done in {time.time() - t0:.0f} s -> {_rel(out)}", flush=True)
     return out
 
 
@@ -280,10 +287,37 @@ def _rel(p: Path) -> str:
         return sanitize_paths(str(p))
 
 
+def _dump(nb: dict) -> str:
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
 def _clean_metadata(path: Path, input_path: Path | None = None, output_path: Path | None = None) -> None:
     """Clean an executed notebook in place (see :func:`clean_notebook`) so re-executions diff cleanly."""
     nb = clean_notebook(json.loads(path.read_text()), input_path, output_path)
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    path.write_text(_dump(nb))
+
+
+def clean_chapters(profile: str) -> list[str]:
+    """Clean every executed chapter of ``profile`` that is not clean yet (:func:`clean_notebook` is
+    idempotent, so a clean chapter is left byte for byte); return the names rewritten.
+
+    :func:`execute` cleans what it writes; this catches a chapter written by any other path (papermill
+    or Jupyter by hand, a copy from another checkout) before the site renders it or it is committed.
+    """
+    fixed = []
+    for name in chapters():
+        path = chapters_dir(profile) / f"{name}.ipynb"
+        if not path.exists():
+            continue
+        text = path.read_text()
+        new = _dump(clean_notebook(json.loads(text)))
+        if new != text:
+            path.write_text(new)
+            fixed.append(name)
+    if fixed:
+        print(f"[vsae.book] cleaned {len(fixed)} chapter(s) written without the book's clean-up (streams merged, "
+              f"progress collapsed, paths sanitised): {', '.join(fixed)}", flush=True)
+    return fixed
 
 
 # --------------------------------------------------------------------------------------------
@@ -534,12 +568,26 @@ def vendor_mathjax(root: Path) -> Path:
     return dst
 
 
+def missing_chapters(profile: str) -> list[str]:
+    """Chapters of the table of contents that have no executed notebook in the profile's folder."""
+    return [c for c in chapters() if not (chapters_dir(profile) / f"{c}.ipynb").exists()]
+
+
+def partial_stage_line(profile: str, missing: list[str]) -> str:
+    """The line ``chapter`` prints instead of rendering the site of a partly executed stage."""
+    n = len(chapters())
+    return (f"[vsae.book] site not rebuilt: profile {profile} has {n - len(missing)} of {n} chapters executed "
+            f"(missing: {', '.join(missing)}); the chapter itself is written. Execute them all and render the site "
+            f"with `python -m vsae.book build --profile {profile}` (make book PROFILE={profile}).")
+
+
 def site(profile: str, strict: bool = True) -> Path:
     """Render the HTML with jupyter-book (warnings are errors when ``strict``)."""
     root = stage(profile)
-    missing = [c for c in chapters() if not (chapters_dir(profile) / f"{c}.ipynb").exists()]
+    missing = missing_chapters(profile)
     if missing:
         raise SystemExit(f"executed chapters missing for profile {profile}: {missing}; run make book PROFILE={profile}")
+    clean_chapters(profile)
     vendor_mathjax(root)
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "--quiet"]
     if strict:
@@ -652,7 +700,13 @@ def main(argv: list[str] | None = None) -> int:
         params = parse_params(a.params)
         os.environ[report.COMMIT_ENV] = provenance_commit(a.profile, a.allow_dirty)
         execute(a.name, a.profile, a.device, params)
-        site(a.profile)
+        # re-executing one chapter succeeds on its own: the site is rendered when every chapter of the
+        # profile is there (always so for the committed offline chapters), else skipped with one line
+        missing = missing_chapters(a.profile)
+        if missing:
+            print(partial_stage_line(a.profile, missing), flush=True)
+        else:
+            site(a.profile)
     return 0
 
 

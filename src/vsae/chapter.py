@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from .params import Param, chapter_params
+from .params import Param, chapter_params, chapter_profile
 from .pipeline import Experiment
 from .profiles import PROFILES
 from .report import ChapterTimer, header
@@ -13,11 +13,13 @@ from .report import ChapterTimer, header
 COMMON = {
     "profile": Param(str, choices=tuple(PROFILES), help="named setting: paper, offline or smoke"),
     "device": Param(str, choices=("cpu", "cuda"), help="where the LM and the SAEs run"),
-    "k_values": Param(list, item=int, min=1, optional=True, help="TopK values of the headline runs"),
+    "k_values": Param(list, item=int, min=1, optional=True, unique=True,
+                      help="TopK values of the headline runs (each at most d_sae = expansion x d_model)"),
     "kl_coeff": Param(float, min=0.0, optional=True, help="vSAE KL weight (the paper: 1.0)"),
-    "n_train_tokens": Param(int, min=1000, optional=True, help="SAE training tokens"),
+    "n_train_tokens": Param(int, min=1000, optional=True,
+                            help="SAE training tokens (at most what the profile's training corpus supplies)"),
     "expansion": Param(int, min=1, max=64, optional=True, help="d_sae / d_model"),
-    "seeds": Param(list, item=int, min=0, optional=True,
+    "seeds": Param(list, item=int, min=0, optional=True, unique=True,
                    help="seeds of the headline SAEs (the first is the main one); metrics: mean and 95% interval"),
 }
 PROFILE_FIELDS = ("k_values", "kl_coeff", "n_train_tokens", "expansion", "seeds")
@@ -52,6 +54,9 @@ text_progress()
 def start(chapter: str, namespace: dict, extra: dict[str, Param] | None = None):
     """Validate ``namespace``'s parameters, return ``(experiment, params, timer)`` and show the header.
 
+    Every refusal (:class:`~vsae.params.ParameterError`: a wrong name, type or value, or a profile
+    constraint of :func:`~vsae.params.check_profile`) happens before the store or a model is touched.
+
     Call it in the cell right after the ``parameters`` cell, before assigning anything else.
     """
     spec = COMMON | (extra or {})
@@ -64,8 +69,10 @@ def start(chapter: str, namespace: dict, extra: dict[str, Param] | None = None):
 
         if not torch.cuda.is_available():
             raise RuntimeError("device='cuda' was asked for but torch sees no CUDA device; use -p device cpu")
-    overrides = {k: params[k] for k in PROFILE_FIELDS if params.get(k) is not None}
-    ex = Experiment(params["profile"], params["device"], **overrides)
+    # every constraint that depends on the profile (k <= d_sae, token budgets, memory) is checked here,
+    # before the experiment touches a model, a cache or the store
+    profile = chapter_profile(params, PROFILE_FIELDS)
+    ex = Experiment(profile, params["device"])
     try:
         from IPython.display import Markdown, display
 

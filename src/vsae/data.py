@@ -67,6 +67,25 @@ CORPORA = ("tinystories", "c4-code", "paper", "offline", "offline+docs", "smoke"
 CHUNK_MODE = {"tinystories": "first", "c4-code": "windows", "offline": "windows", "offline+docs": "windows",
               "smoke": "windows"}
 HF_DATASETS = {"tinystories": "roneneldan/TinyStories", "c4-code": "NeelNanda/c4-code-tokenized-2b"}
+#: contexts each corpus split yields (what :func:`vsae.activations.plan_contexts` can find), per
+#: ``(corpus, split, lm, ctx_len)`` of the profiles: counted once with each model's tokenizer
+#: (tests/test_data.py recounts them), so a chapter refuses a token budget before loading anything.
+#: TinyStories is streamed from the Hub; its bound is one context per story (2.12M train stories).
+#: A combination not listed (c4-code, or another model or context length) is not checked ahead.
+CONTEXT_SUPPLY = {
+    ("smoke", "train", "pythia-70m-random", 64): 1589,
+    ("smoke", "eval", "pythia-70m-random", 64): 1221,
+    ("offline", "train", "smollm2-135m", 128): 40_015,
+    ("offline", "eval", "smollm2-135m", 128): 4_652,
+    ("tinystories", "train", "pythia-70m-deduped", 128): 2_120_000,
+}
+#: what the offline and smoke counts above were made from; when any of it changes they are unknown
+#: (``None``: not checked ahead) until recounted (tests/test_params.py recounts smoke in a second and
+#: offline in ~30 s, ``-m slow``)
+CONTEXT_SUPPLY_DATA = {"data_version": 1, "eval_fraction": 0.1, "split_salt": "vsae-split-v1",
+                       "stdlib-data": "1b2afb4e3853af422a232a678bd57ef30a57b4e0af5cc9a396f7c8d2f1532afd",
+                       "smoke_docs": {"train": {"speech": 4, "novel": 4, "email": 120, "docs": 6},
+                                      "eval": {"speech": 2, "novel": 2, "email": 60, "docs": 3}}}
 
 
 @dataclass
@@ -422,6 +441,34 @@ def chunk_contexts(token_lists: Iterable[list[int]], ctx_len: int, mode: str = "
     if return_doc_index:
         return ctx, (np.concatenate(idx) if idx else np.zeros(0, np.int32))
     return ctx
+
+
+def context_supply(corpus: str, split: str, lm: str, ctx_len: int) -> int | None:
+    """How many ``ctx_len``-token contexts ``corpus``/``split`` yields for model ``lm`` (:data:`CONTEXT_SUPPLY`;
+    ``None`` when not known ahead, or when the corpus data changed since they were counted)."""
+    c = resolve_corpus(corpus, split)
+    if c not in HF_DATASETS and _supply_data() != CONTEXT_SUPPLY_DATA:
+        return None
+    return CONTEXT_SUPPLY.get((c, split, lm, int(ctx_len)))
+
+
+def _supply_data() -> dict:
+    from .assets import ASSETS
+
+    return {"data_version": DATA_VERSION, "eval_fraction": EVAL_FRACTION, "split_salt": SPLIT_SALT,
+            "stdlib-data": ASSETS["stdlib-data"].sha256, "smoke_docs": SMOKE_DOCS}
+
+
+def count_contexts(corpus: str, split: str, encode, ctx_len: int) -> int:
+    """Contexts of ``ctx_len`` tokens in the whole of ``corpus``/``split`` (``encode``: texts -> token ids),
+    counted as :func:`vsae.activations.plan_contexts` chunks them (what :data:`CONTEXT_SUPPLY` records)."""
+    mode = chunk_mode(corpus, split)
+    docs = list(iter_documents(corpus, split))
+    n = 0
+    for i in range(0, len(docs), 256):
+        for ids in encode([d.text for d in docs[i:i + 256]]):
+            n += len(ids) // ctx_len if mode == "windows" else min(1, len(ids) // ctx_len)
+    return n
 
 
 def chunk_mode(corpus: str, split: str = "train") -> str:

@@ -83,6 +83,9 @@ PYTHIA_70M_CONFIG = dict(
 )
 
 MODELS = ("pythia-70m-deduped", "smollm2-135m", "pythia-70m-random")
+#: residual width of each registry model, known without loading it (the parameter check of every
+#: chapter needs d_sae = expansion x d_model before anything is loaded; tests/test_lm.py checks it)
+D_MODEL = {"pythia-70m-deduped": 512, "smollm2-135m": 576, "pythia-70m-random": PYTHIA_70M_CONFIG["hidden_size"]}
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

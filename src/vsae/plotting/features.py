@@ -78,10 +78,17 @@ def feature_pair(rep_a, rep_b, arch_a: str, arch_b: str):
 # --------------------------------------------------------------------------------------------- #
 # Chapter 9: latent space
 # --------------------------------------------------------------------------------------------- #
+def _ranked_counts(s: pd.Series) -> pd.Series:
+    """``value_counts`` with ties broken by the value itself (not by hash-table or first-seen order)."""
+    c = s.value_counts()
+    order = sorted(c.index, key=lambda v: (-int(c[v]), str(v)))
+    return c.loc[order]
+
+
 def _categories(values: pd.Series, max_categories: int) -> pd.Series:
     """The ``max_categories - 1`` most frequent values, the rest as ``"other"``."""
     s = values.astype(str)
-    top = s.value_counts()
+    top = _ranked_counts(s)
     if len(top) > max_categories:
         keep = set(top.index[: max_categories - 1])
         s = s.where(s.isin(keep), "other")
@@ -102,7 +109,7 @@ def token_tsne_panels(emb: dict[str, pd.DataFrame], arch_of: dict[str, str], *, 
     cat = color_by is not None and len(frames) > 0 and all(color_by in df.columns for df in frames)
     if cat:
         allv = _categories(pd.concat([df[color_by] for df in frames], ignore_index=True), max_categories)
-        cats = list(allv.value_counts().index)
+        cats = list(_ranked_counts(allv).index)
         if "other" in cats:
             cats = [c for c in cats if c != "other"] + ["other"]
         pal = dict(zip(cats, sns.color_palette("tab10" if len(cats) <= 10 else "tab20", len(cats))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Iterable
 
@@ -39,15 +40,33 @@ def label(arch: str) -> str:
     return LABELS.get(arch, arch)
 
 
+#: PNG metadata of every saved figure: none. Matplotlib writes a ``Software`` text chunk naming its
+#: version (and a backend may add a date); the bytes of a figure depend on what it shows only.
+PNG_METADATA = {"Software": None}
+
+
+def render_png(fig) -> bytes:
+    """The PNG bytes :func:`savefig` writes for ``fig``: ``bbox_inches="tight"`` at ``savefig.dpi``, no
+    metadata. The same figure gives the same bytes in every process (tests/test_figure_bytes.py)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", metadata=PNG_METADATA)
+    return buf.getvalue()
+
+
 def savefig(fig, name: str, folder: str | Path = "figures") -> None:
     """Save ``fig`` as ``<folder>/<name>.png`` (relative to the executing chapter), show it, close it.
 
-    Returns nothing, so that a cell ending with it shows only the figure.
+    The file is written (atomically) only when its bytes change, so a re-execution that draws the same
+    figure leaves it untouched. Returns nothing, so that a cell ending with it shows only the figure.
     """
+    from ..files import atomic_write
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    fig.savefig(path, bbox_inches="tight")
+    data = render_png(fig)
+    if not path.exists() or path.read_bytes() != data:
+        atomic_write(path, data)
     try:  # in a notebook: show it once, then close it so the inline backend does not show it again
         from IPython import get_ipython
         from IPython.display import display
