@@ -99,6 +99,11 @@ def figures() -> dict:
         "decoder_cosines": lambda: plotting.cosine_distributions(hists, arch_of),
         "beyond_auxk": lambda: plotting.variant_bars(tp._beyond_summary(), ["TopK", "TopK + AuxK (dead after 3,600 tokens)"],
                                                      "TopK with AuxK off in effect vs firing"),
+        "attribution_ladder": lambda: plotting.ladder_bars(tp._ladder_table()),
+        "beyond_sigma_sweep": lambda: plotting.sigma_sweep(
+            pd.DataFrame({"noise_scale": [0.01, 0.1, 1.0], "frac_alive": [0.3, 0.4, 0.9], "explained_variance": [0.85, 0.7, -0.36],
+                          "ce_loss_score": [0.95, 0.9, 0.2], "tpp_total_20": [0.2, 0.1, 0.01]}), 576,
+            pd.Series({"frac_alive": 0.24, "explained_variance": 0.86, "ce_loss_score": 0.95, "tpp_total_20": 0.3})),
     }
 
 
