@@ -308,16 +308,16 @@ def test_control_comparisons_and_sentence_on_hand_made_numbers():
     assert C.loc[("unint", "vsae", "topk"), "verdict"] == verdicts.REVERSED
     text = attribution.control_sentence(comp, {"tpp": "TPP"}, {"unint": False})
     assert "**TPP** (higher is better): vSAE above TopK (+0.255" in text
-    assert "removes the vSAE's advantage: it goes with the small, dense dictionary" in text
-    assert "does not beat" not in text.split("\n")[0]
+    assert "A TopK SAE of the vSAE's live size removes the vSAE's advantage: it goes with the small, dense dictionary." in text
+    assert "untrained null" not in text.split("\n")[0]
     # "lower is better": the vSAE's lower value is the advantage; the null (highest) is beaten by all
     line = text.split("\n")[1]
-    assert "(lower is better)" in line and "vSAE below TopK" in line and "does not beat" not in line
+    assert "(lower is better)" in line and "vSAE below TopK" in line and "untrained null" not in line
     # a null that scores best: no trained SAE beats it
     runs3 = runs.copy()
     runs3.loc[runs3.control == "random", "tpp"] = [0.5, 0.52, 0.51]
     t3 = attribution.control_sentence(attribution.control_comparisons(runs3, ["tpp"]))
-    assert "vSAE, TopK, size-matched TopK do not beat the untrained null" in t3
+    assert "Not better than the untrained null: vSAE, TopK, size-matched TopK." in t3
     # an advantage that survives the size-matched control
     runs2 = runs.copy()
     runs2.loc[runs2.control == "size_matched", "tpp"] = [0.05, 0.06, 0.055]

@@ -321,13 +321,13 @@ def control_sentence(comp: pd.DataFrame, labels: dict[str, str] | None = None, h
         better = verdicts.HOLDS if good else verdicts.REVERSED
         tail = []
         if ("vsae", "topk") in G and ("vsae", "size_matched") in G and G[("vsae", "topk")].verdict == better:
-            tail.append("the vSAE's advantage over TopK survives a TopK SAE of its live size"
+            tail.append("The vSAE's advantage over TopK survives a TopK SAE of its live size"
                         if G[("vsae", "size_matched")].verdict == better else
-                        "a TopK SAE of the vSAE's live size removes the vSAE's advantage: it goes with the small, dense dictionary")
+                        "A TopK SAE of the vSAE's live size removes the vSAE's advantage: it goes with the small, dense dictionary")
         nulls = [CONTROL_LABELS[a] for a in ("vsae", "topk", "size_matched")
                  if (a, "random") in G and G[(a, "random")].verdict != better]
         if nulls:
-            tail.append(f"{', '.join(nulls)} {'does' if len(nulls) == 1 else 'do'} not beat the untrained null")
-        lines.append(f"* **{name}** ({'higher' if good else 'lower'} is better): " + "; ".join(bits)
-                     + (". " + "; ".join(tail)[0].upper() + "; ".join(tail)[1:] + "." if tail else "."))
+            tail.append(f"Not better than the untrained null: {', '.join(nulls)}")
+        lines.append(f"* **{name}** ({'higher' if good else 'lower'} is better): " + "; ".join(bits) + "."
+                     + "".join(f" {t}." for t in tail))
     return "\n".join(lines)

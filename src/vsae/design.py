@@ -24,7 +24,7 @@ from .profiles import Profile
 KL_WEIGHTS = (0.0, 0.01, 0.1, 1.0, 10.0)
 #: sampling sigmas of the beyond chapter's sweep, in the SAE's normalised input units (mean squared
 #: input norm 1, so one coordinate's RMS is 1/sqrt(d_in): 0.042 at d_in 576); 1.0 is the blog post's
-NOISE_SCALES = (0.01, 0.03, 0.1, 0.3, 1.0)
+NOISE_SCALES = (0.01, 0.03, 0.1, 1.0)
 
 
 def sae_name(arch: str, k: int, suffix: str = "") -> str:
