@@ -126,9 +126,9 @@ def effects(table: pd.DataFrame, metrics: Sequence[str], noise: dict | None = No
     return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
 
 
-def _pm(x: float, half: float, digits: int = 3, signed: bool = True) -> str:
-    s = f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
-    return s + (f" ± {half:.{digits}f}" if np.isfinite(half) else "")
+def _pm(x: float, half: float, digits: int = 3) -> str:
+    """``"+0.030 ± 0.001"`` (signed value and 95% half-width; the value alone when the half-width is NaN)."""
+    return f"{x:+.{digits}f}" + (f" ± {half:.{digits}f}" if np.isfinite(half) else "")
 
 
 def effects_wide(long: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
@@ -314,8 +314,7 @@ def control_sentence(comp: pd.DataFrame, labels: dict[str, str] | None = None, h
     for m, g in comp.groupby("metric", sort=False):
         G = {(r.a, r.b): r for r in g.itertuples()}
         name = labels.get(m, m)
-        bits = [f"vSAE {word[G[p].verdict]} {CONTROL_LABELS[p[1]]} ({G[p].diff:+.3f}"
-                + (f" ± {G[p].half:.3f})" if np.isfinite(G[p].half) else ")")
+        bits = [f"vSAE {word[G[p].verdict]} {CONTROL_LABELS[p[1]]} ({_pm(G[p].diff, G[p].half)})"
                 for p in (("vsae", "topk"), ("vsae", "size_matched"), ("vsae", "random")) if p in G]
         good = hib.get(m, True)
         better = verdicts.HOLDS if good else verdicts.REVERSED

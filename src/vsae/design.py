@@ -165,14 +165,12 @@ def ladder_variants(profile: Profile, d_in: int, d_sae: int, k: int, budget_frac
     ("TopK with the vSAE's KL"). Each variant's ``train_overrides`` carries its steps, seed and,
     for the ``lr`` rung, the other architecture's learning rate.
     """
-    from .training import auto_lr
-
     p = profile
     steps = max(50, int(p.steps * budget_fraction))
     diffs = [d for d, _ in LADDER_DIFFERENCES] if differences is None else list(differences)
     base_topk = TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k)
     base_vsae = VSAEConfig(d_in=d_in, d_sae=d_sae, k=k, kl_coeff=p.kl_coeff)
-    lrs = {"topk": auto_lr(base_topk), "vsae": auto_lr(base_vsae)}
+    lrs = recipe_lrs(d_in, d_sae, k)
     out: dict[str, list[Variant]] = {"vsae": [], "topk": []}
     for seed in (p.seeds if seeds is None else seeds):
         sfx = "" if seed == p.main_seed else f"_s{seed}"
@@ -187,24 +185,28 @@ def ladder_variants(profile: Profile, d_in: int, d_sae: int, k: int, budget_frac
     return out
 
 
+def recipe_lrs(d_in: int, d_sae: int, k: int) -> dict[str, float]:
+    """Each recipe's own learning rate at these shapes (:func:`vsae.training.auto_lr`)."""
+    from .training import auto_lr
+
+    return {"topk": auto_lr(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k)),
+            "vsae": auto_lr(VSAEConfig(d_in=d_in, d_sae=d_sae, k=k))}
+
+
 def lr_variants(profile: Profile, d_in: int, d_sae: int, k: int, seeds=None) -> list[Variant]:
     """Both architectures at both learning rates, at the full headline budget and every seed: the
     headline TopK and vSAE runs at ``k`` (their own learning rates, the same runs and names as
     :func:`seed_variants`) and each at the *other* architecture's learning rate (``topk_k256_lr_vsae``:
     TopK trained at the vSAE's 8e-4; ``vsae_k256_lr_topk``: the vSAE at TopK's
     ``2e-4 / sqrt(d_sae / 2^14)``). ``role``: ``{"arch": ..., "lr_of": "topk" | "vsae"}``."""
-    from .training import auto_lr
-
     p = profile
-    lrs = {"topk": auto_lr(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k)),
-           "vsae": auto_lr(VSAEConfig(d_in=d_in, d_sae=d_sae, k=k))}
+    lrs = recipe_lrs(d_in, d_sae, k)
     out = []
     for seed in (p.seeds if seeds is None else seeds):
-        own = [v for v in headline_variants(p, d_in, d_sae, [k], seed=seed)]
         sfx = "" if seed == p.main_seed else f"_s{seed}"
-        for v in own:
+        for v in headline_variants(p, d_in, d_sae, [k], seed=seed):
             arch, other = v.architecture, "vsae" if v.architecture == "topk" else "topk"
-            out.append(Variant(v.name, v.model_cfg, dict(v.train_overrides), {"arch": arch, "lr_of": arch}))
+            out.append(dataclasses.replace(v, role={"arch": arch, "lr_of": arch}))
             out.append(Variant(sae_name(arch, k, f"_lr_{other}{sfx}"), v.model_cfg,
                                {**v.train_overrides, "lr": lrs[other]}, {"arch": arch, "lr_of": other}))
     return out
@@ -233,8 +235,8 @@ def ablation_control_variants(profile: Profile, d_in: int, d_sae: int, k: int, l
     out = []
     for seed in (p.seeds if seeds is None else seeds):
         sfx = "" if seed == p.main_seed else f"_s{seed}"
-        for v in headline_variants(p, d_in, d_sae, [k], seed=seed):
-            out.append(Variant(v.name, v.model_cfg, dict(v.train_overrides), {"control": v.architecture}))
+        out += [dataclasses.replace(v, role={"control": v.architecture})
+                for v in headline_variants(p, d_in, d_sae, [k], seed=seed)]
         out.append(Variant(sae_name("topk", k, f"_d{live}{sfx}"), TopKSAEConfig(d_in=d_in, d_sae=live, k=k, seed=seed),
                            {"seed": seed}, {"control": "size_matched"}))
         out.append(Variant(sae_name("topk", k, f"_random{sfx}"), TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, seed=seed),

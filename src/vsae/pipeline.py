@@ -174,14 +174,16 @@ class Experiment:
         unique = list({self.sae_dir(v): v for g in groups.values() for v in g}.values())
         return k, groups, unique, self.variant_summary(unique)
 
+    def _budget_text(self, k: int, steps: int, budget_fraction: float) -> str:
+        return f"k = {k} and {steps:,} training steps ({budget_fraction:.0%} of the headline budget)"
+
     def kl_sweep_statement(self, budget_fraction: float = 0.25, beyond=None) -> str:
         """What the KL-weight sweep and the KL-free vSAE of :meth:`beyond` say about the KL term's part
         in the feature death (single runs, main seed; pass :meth:`beyond`'s result when at hand)."""
         from .verdicts import mechanism_from_runs
 
         k, groups, unique, summary = beyond if beyond is not None else self.beyond(budget_fraction)
-        steps = self.train_config(**unique[0].train_overrides).steps
-        budget = f"k = {k} and {steps:,} training steps ({budget_fraction:.0%} of the headline budget)"
+        budget = self._budget_text(k, self.train_config(**unique[0].train_overrides).steps, budget_fraction)
         return mechanism_from_runs(summary, groups["control"][0].name, [v.name for v in groups["kl_sweep"]],
                                    self.profile.kl_coeff, budget)
 
@@ -192,8 +194,7 @@ class Experiment:
 
         k = self.showcase_k() if k is None else int(k)
         lad, table = self.ladder(budget_fraction, k=k)
-        steps = self.train_config(**lad["vsae"][0].train_overrides).steps
-        budget = f"k = {k} and {steps:,} training steps ({budget_fraction:.0%} of the headline budget)"
+        budget = self._budget_text(k, self.train_config(**lad["vsae"][0].train_overrides).steps, budget_fraction)
         return mechanism_from_ladder(attribute(table, "frac_alive"), budget)
 
     def _sae_key_cfg(self, v: Variant) -> dict:
@@ -215,12 +216,11 @@ class Experiment:
         missing = [v for v in variants if not self.store.exists("sae", self._sae_key_cfg(v))]
         # runs that differ only in their learning rate share a pass (the trainer's per-SAE lr_by_name):
         # the data order and the steps are the same, and each SAE's base lr is its own
-        groups: dict[str, list[Variant]] = {}
+        groups: dict[str, tuple[dict, list[Variant]]] = {}
         for v in missing:
             shared = {k: val for k, val in v.train_overrides.items() if k != "lr"}
-            groups.setdefault(config_key(dataclasses.asdict(self.train_config(**shared))), []).append(v)
-        for gkey, vs in groups.items():
-            shared = {k: val for k, val in vs[0].train_overrides.items() if k != "lr"}
+            groups.setdefault(config_key(dataclasses.asdict(self.train_config(**shared))), (shared, []))[1].append(v)
+        for shared, vs in groups.values():
             lrs = {v.name: float(v.train_overrides["lr"]) for v in vs if v.train_overrides.get("lr") is not None}
             tcfg = self.train_config(**shared, lr_by_name={**shared.get("lr_by_name", {}), **lrs})
             run_key = config_key({"group": sorted(config_key(self._sae_key_cfg(v)) for v in vs)})

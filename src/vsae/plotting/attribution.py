@@ -14,7 +14,8 @@ from .style import PAGE_WIDTH, color
 #: metric -> axis label of the ladder figure
 LADDER_LABELS = {"frac_alive": "fraction of latents alive", "explained_variance_saebench": "explained variance (SAE Bench)",
                  "ce_loss_score": "CE-loss score", "tpp_total_20": "TPP total at N = 20"}
-_SIDE = {"vsae": ("vSAE recipe, one difference removed", "−"), "topk": ("TopK recipe, one vSAE difference added", "+")}
+#: side -> (recipe label, sign of a flipped rung: "vSAE − kl" removes the KL term, "TopK + kl" adds it)
+_SIDE = {"vsae": ("vSAE", "−"), "topk": ("TopK", "+")}
 
 
 def ladder_bars(table: pd.DataFrame, metrics: Sequence[str] = tuple(LADDER_LABELS), confidence: float = 0.95):
@@ -23,13 +24,8 @@ def ladder_bars(table: pd.DataFrame, metrics: Sequence[str] = tuple(LADDER_LABEL
     rungs above TopK-side ones; dashed lines mark the two unmodified recipes. ``table``:
     :func:`vsae.attribution.ladder_table` rows."""
     metrics = [m for m in metrics if m in table.columns and np.isfinite(table[m].to_numpy(float)).any()]
-    rows = []
-    for side in ("vsae", "topk"):
-        t = table[table.side == side]
-        rungs = list(dict.fromkeys(t.rung))
-        for rung in rungs:
-            name = ("vSAE" if side == "vsae" else "TopK") if rung == "recipe" else f"{'vSAE' if side == 'vsae' else 'TopK'} {_SIDE[side][1]} {rung}"
-            rows.append((side, rung, name))
+    rows = [(side, rung, _SIDE[side][0] if rung == "recipe" else f"{_SIDE[side][0]} {_SIDE[side][1]} {rung}")
+            for side in ("vsae", "topk") for rung in dict.fromkeys(table[table.side == side].rung)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(PAGE_WIDTH, 0.32 * len(rows) + 1.6), sharey=True)
     axes = np.atleast_1d(axes)
     y = np.arange(len(rows))[::-1]
@@ -47,10 +43,9 @@ def ladder_bars(table: pd.DataFrame, metrics: Sequence[str] = tuple(LADDER_LABEL
             ax.barh(yi, mu, color=c, alpha=a, height=0.7)
             ax.errorbar(mu, yi, xerr=h, color="black", lw=1, capsize=2)
             ax.annotate(f"{mu:.3f}", (mu + h, yi), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7.5)
-        for side, rung, _ in rows:
+        for i, (side, rung, _) in enumerate(rows):
             if rung == "recipe":
-                mu = means[[i for i, r in enumerate(rows) if r[0] == side and r[1] == "recipe"][0]]
-                ax.axvline(mu, color=color(side), ls="--", lw=1)
+                ax.axvline(means[i], color=color(side), ls="--", lw=1)
         fin = means[np.isfinite(means)]
         lo, hi = (min(0.0, fin.min()), fin.max()) if fin.size else (0.0, 1.0)
         ax.set_xlim(lo, hi + 0.18 * ((hi - lo) or 1.0))
