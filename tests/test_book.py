@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vsae import book
+from vsae import book, chapter_outputs
 from vsae.paths import REPO_ROOT
 
 PROFILE = "smoke"
@@ -55,8 +55,8 @@ def test_smoke_outputs_show_no_machine_paths_or_warnings(smoke_book):
     problems = []
     for name in book.chapters():
         nb = json.loads((book.chapters_dir(PROFILE) / f"{name}.ipynb").read_text())
-        problems += book.output_problems(nb, name)
-        commits = set(book.header_commits(nb))
+        problems += chapter_outputs.output_problems(nb, name)
+        commits = set(chapter_outputs.header_commits(nb))
         if len(commits) != 1:
             problems.append(f"{name}: header commits {sorted(commits)} (one expected)")
         streams = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "stream"]

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from vsae import book, report
+from vsae import book, buildlog, chapter_outputs, provenance, report
 
 
 # --------------------------------------------------------------------------------------------
@@ -38,7 +38,7 @@ def repo(tmp_path):
 def test_clean_tree_gives_the_plain_sha(repo):
     sha = report.head_commit(repo)
     assert len(sha) >= 7 and report.dirty_files(repo) == []
-    assert book.provenance_commit(book.DEFAULT_PROFILE, root=repo) == sha
+    assert provenance.provenance_commit(book.DEFAULT_PROFILE, root=repo) == sha
     assert report.tree_commit(repo) == sha
 
 
@@ -47,7 +47,7 @@ def test_build_outputs_and_untracked_files_do_not_make_the_tree_dirty(repo):
     (repo / "notebooks" / "01_a.ipynb").write_text('{"synced": 1}\n')  # jupytext pairing
     (repo / "untracked.txt").write_text("scratch\n")
     assert report.dirty_files(repo) == []
-    assert book.provenance_commit(book.DEFAULT_PROFILE, root=repo) == report.head_commit(repo)
+    assert provenance.provenance_commit(book.DEFAULT_PROFILE, root=repo) == report.head_commit(repo)
 
 
 def test_dirty_tree_is_refused_for_the_committed_chapters(repo, capsys):
@@ -56,14 +56,14 @@ def test_dirty_tree_is_refused_for_the_committed_chapters(repo, capsys):
     assert sorted(report.dirty_files(repo)) == ["notebooks/01_a.py", "src/code.py"]
     sha = report.head_commit(repo)
     with pytest.raises(SystemExit) as e:
-        book.provenance_commit(book.DEFAULT_PROFILE, root=repo)
+        provenance.provenance_commit(book.DEFAULT_PROFILE, root=repo)
     msg = str(e.value)
     assert "dirty" in msg and "commit or stash" in msg and "--allow-dirty" in msg and "src/code.py" in msg
     # --allow-dirty: runs, loudly, and records +dirty
-    assert book.provenance_commit(book.DEFAULT_PROFILE, allow_dirty=True, root=repo) == sha + "+dirty"
+    assert provenance.provenance_commit(book.DEFAULT_PROFILE, allow_dirty=True, root=repo) == sha + "+dirty"
     assert "WARNING" in capsys.readouterr().err
     # staged profiles never refuse, they record +dirty
-    assert book.provenance_commit("smoke", root=repo) == sha + "+dirty"
+    assert provenance.provenance_commit("smoke", root=repo) == sha + "+dirty"
     assert report.tree_commit(repo) == sha + "+dirty"
 
 
@@ -79,12 +79,12 @@ def test_porcelain_parsing():
 
 
 def test_tree_change_is_reported(repo):
-    before = book.tree_snapshot(repo)
-    assert book.tree_change(before, book.tree_snapshot(repo)) is None
+    before = provenance.tree_snapshot(repo)
+    assert provenance.tree_change(before, provenance.tree_snapshot(repo)) is None
     (repo / "src" / "code.py").write_text("x = 4\n")
-    assert "modified: src/code.py" in book.tree_change(before, book.tree_snapshot(repo))
+    assert "modified: src/code.py" in provenance.tree_change(before, provenance.tree_snapshot(repo))
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "second")
-    assert "HEAD moved" in book.tree_change(before, book.tree_snapshot(repo))
+    assert "HEAD moved" in provenance.tree_change(before, provenance.tree_snapshot(repo))
 
 
 def test_recorded_commit_wins_over_head(monkeypatch):
@@ -120,7 +120,7 @@ def test_collapse_a_realistic_chapter_stream():
     outputs.insert(40, {"output_type": "stream", "name": "stdout", "text": "a print in between\n"})
     outputs.append({"output_type": "execute_result", "data": {"text/plain": "table"}, "metadata": {},
                     "execution_count": 6})
-    merged = book.merge_streams(outputs)
+    merged = chapter_outputs.merge_streams(outputs)
     kinds = [(o["output_type"], o.get("name")) for o in merged]
     assert kinds == [("stream", "stderr"), ("stream", "stdout"), ("execute_result", None)]
     lines = merged[0]["text"].splitlines()
@@ -132,35 +132,35 @@ def test_collapse_a_realistic_chapter_stream():
 def test_collapse_bar_updates_captured_as_lines():
     """A stream whose \\r were already lost (old builds): adjacent states of one bar collapse to the last."""
     text = "\n".join([_bar("training 3 SAE(s)", n, 50) for n in range(0, 51, 5)] + ["done", _bar("eval", 1, 2), _bar("eval", 2, 2)])
-    assert book.collapse_progress(text).splitlines() == [_bar("training 3 SAE(s)", 50, 50), "done", _bar("eval", 2, 2)]
+    assert chapter_outputs.collapse_progress(text).splitlines() == [_bar("training 3 SAE(s)", 50, 50), "done", _bar("eval", 2, 2)]
 
 
 def test_merge_legacy_outputs_whose_carriage_returns_were_stripped():
     """Chapters cleaned by the old per-output collapse: one output per refresh, no \r, no newline."""
     d = "harvest x offline/train"
     outputs = _kernel_outputs([_bar(d, n, 8) for n in range(0, 9, 2)] + ["\n", "harvested 8 tokens\n"])
-    once = book.merge_streams(outputs)
+    once = chapter_outputs.merge_streams(outputs)
     assert once[0]["text"] == _bar(d, 8, 8) + "\nharvested 8 tokens\n"
-    assert book.merge_streams(once) == once  # idempotent
+    assert chapter_outputs.merge_streams(once) == once  # idempotent
 
 
 def test_collapse_keeps_separate_finished_bars_and_drops_cleared_ones():
     a1, a2 = _bar("round", 10, 10, t="00:01"), _bar("round", 20, 20, t="00:02")
     cleared = "\r" + _bar("tmp", 1, 4) + "\r" + " " * 60 + "\r"
     text = "\r" + a1 + "\n\r" + a2 + "\n" + cleared + "\nlog line\n"
-    assert book.collapse_progress(text).splitlines() == [a1, a2, "log line"]
+    assert chapter_outputs.collapse_progress(text).splitlines() == [a1, a2, "log line"]
 
 
 def test_collapse_leaves_ordinary_text_alone():
     text = "line 1\nline 2 | with | pipes 3/4 [x]\n\nlast"
-    assert book.collapse_progress(text) == text
+    assert chapter_outputs.collapse_progress(text) == text
 
 
 def test_carriage_return_semantics_are_the_notebooks():
     # a notebook renderer replaces the line after a carriage return (tqdm pads shorter refreshes itself)
-    assert book._terminal_line("abc\rX") == ("X", True)
-    assert book._terminal_line("bar 50%\r       \r") == ("       ", True)  # a leave=False bar, cleared
-    assert book._terminal_line("ab\bc") == ("ac", False)
+    assert chapter_outputs._terminal_line("abc\rX") == ("X", True)
+    assert chapter_outputs._terminal_line("bar 50%\r       \r") == ("       ", True)  # a leave=False bar, cleared
+    assert chapter_outputs._terminal_line("ab\bc") == ("ac", False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,13 +177,13 @@ def _code(outputs=(), tags=(), n=1):
 
 
 def test_clean_notebook_tags_parameters_remove_cell_and_relativises_paths():
-    home = str(book.vsae_home())
+    home = str(chapter_outputs.vsae_home())
     nb = _nb([_code(tags=["parameters", "hide-input"]), _code(tags=["injected-parameters"]),
               _code([{"output_type": "stream", "name": "stderr", "text": f"saved -> {home}/store/acts/1\n"},
                      {"output_type": "display_data", "metadata": {},
                       "data": {"text/plain": f"{book.REPO_ROOT}/book/chapters/figures/a.png",
                                "image/png": "iVBORw0KGgo/home/x"}}])])
-    book.clean_notebook(nb)
+    chapter_outputs.clean_notebook(nb)
     assert nb["cells"][0]["metadata"]["tags"] == ["parameters", "remove-cell"]
     assert nb["cells"][1]["metadata"]["tags"] == ["injected-parameters", "remove-cell"]
     assert "papermill" not in nb["cells"][2]["metadata"] and "duration" not in nb["metadata"]["papermill"]
@@ -203,8 +203,8 @@ def _header(commit):
 
 def test_provenance_checks_on_hand_made_notebooks():
     good = _nb([_code([_header("abc1234")]), _code([{"output_type": "stream", "name": "stderr", "text": "bar 100%\n"}])])
-    assert book.header_commits(good) == ["abc1234"]
-    assert book.provenance_problems({"01_a": good, "02_b": good}) == []
+    assert chapter_outputs.header_commits(good) == ["abc1234"]
+    assert chapter_outputs.provenance_problems({"01_a": good, "02_b": good}) == []
 
     dirty = _nb([_code([_header("abc1234+dirty")])])
     other = _nb([_code([_header("def5678")])])
@@ -216,7 +216,7 @@ def test_provenance_checks_on_hand_made_notebooks():
     path = _nb([_code([_header("abc1234")]),
                 _code([{"output_type": "execute_result", "metadata": {}, "execution_count": 2,
                         "data": {"text/html": "<td>/root/.cache/x</td>", "image/png": "/home/abc"}}], n=2)])
-    problems = book.provenance_problems({"01_a": good, "02_dirty": dirty, "03_other": other, "04_none": none,
+    problems = chapter_outputs.provenance_problems({"01_a": good, "02_dirty": dirty, "03_other": other, "04_none": none,
                                          "05_warn": warn, "06_path": path})
     text = "\n".join(problems)
     assert "02_dirty: built from a dirty tree (commit abc1234+dirty)" in text
@@ -234,19 +234,19 @@ def test_provenance_checks_on_hand_made_notebooks():
 # --------------------------------------------------------------------------------------------
 def test_estimate_remaining():
     prev = {"01": 60.0, "02": 120.0, "03": 600.0}
-    assert book.estimate_remaining(["01", "02", "03"], prev) == 780.0
-    assert book.estimate_remaining([], prev) == 0.0
-    assert book.estimate_remaining(["01"], {}) is None
+    assert buildlog.estimate_remaining(["01", "02", "03"], prev) == 780.0
+    assert buildlog.estimate_remaining([], prev) == 0.0
+    assert buildlog.estimate_remaining(["01"], {}) is None
     # this build runs twice as slow as the last one so far
-    assert book.estimate_remaining(["03"], prev, done={"01": 120.0, "02": 240.0}) == 1200.0
+    assert buildlog.estimate_remaining(["03"], prev, done={"01": 120.0, "02": 240.0}) == 1200.0
     # a new chapter counts as the mean known one; the speed-up ratio is clipped to [0.25, 4]
-    assert book.estimate_remaining(["03", "new"], prev, done={"01": 6000.0}) == 4 * (600 + 260)
+    assert buildlog.estimate_remaining(["03", "new"], prev, done={"01": 6000.0}) == 4 * (600 + 260)
 
 
 def test_progress_line():
-    line = book.progress_line(4, 12, "04_core", 12.3 * 60, 40 * 60)
+    line = buildlog.progress_line(4, 12, "04_core", 12.3 * 60, 40 * 60)
     assert line == "[vsae.book] chapter 4/12 04_core · elapsed 12.3 min · est. remaining 40 min"
-    assert "est. remaining ?" in book.progress_line(1, 12, "01_introduction", 0.0, None)
+    assert "est. remaining ?" in buildlog.progress_line(1, 12, "01_introduction", 0.0, None)
 
 
 def test_build_record_roundtrip(tmp_path, monkeypatch):
@@ -255,14 +255,14 @@ def test_build_record_roundtrip(tmp_path, monkeypatch):
     rec = {"profile": "smoke", "commit": "abc1234", "chapters": [{"chapter": "01_a", "seconds": 3.0,
                                                                   "kernels_peak_rss_mb": 900.0}],
            "site_seconds": 2.0, "total_seconds": 5.5, "peak_rss_build_mb": 100.0, "peak_rss_kernels_mb": 900.0}
-    book._write_record("smoke", rec)
+    buildlog.write_record("smoke", rec)
     assert report.build_record("smoke") == rec
     assert report.build_record_path("smoke") == tmp_path / "timings" / "smoke" / "build.json"
     # the chapters' own timing records sit next to it and ignore it
     (tmp_path / "timings" / "smoke" / "01_a.json").write_text(json.dumps({"chapter": "01_a", "seconds": 2.0}))
     assert [r["chapter"] for r in report.chapter_timings("smoke")] == ["01_a"]
-    assert book.previous_times("smoke") == {"01_a": 3.0}  # the build's own wall time wins
-    table = book.timing_table(rec)
+    assert buildlog.previous_times("smoke") == {"01_a": 3.0}  # the build's own wall time wins
+    table = buildlog.timing_table(rec)
     assert "01_a" in table and "site (jupyter-book)" in table and "peak RSS" in table
 
 
@@ -286,7 +286,7 @@ def test_build_prints_progress_and_writes_the_record(tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(book, "execute", fake_execute)
     monkeypatch.setattr(book, "site", lambda profile: tmp_path / "index.html")
-    book._write_record("smoke", {"chapters": [{"chapter": "01_a", "seconds": 60.0}, {"chapter": "02_b", "seconds": 60.0},
+    buildlog.write_record("smoke", {"chapters": [{"chapter": "01_a", "seconds": 60.0}, {"chapter": "02_b", "seconds": 60.0},
                                               {"chapter": "03_c", "seconds": 60.0}]})
     book.build("smoke")
     out = capsys.readouterr().out
@@ -389,7 +389,7 @@ def test_site_cleans_chapters_written_by_any_path(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(book, "chapters_dir", lambda profile: out_dir)
     raw = _kernel_outputs(["\r" + _bar("harvest", n, 250) for n in range(251)] + ["\n"])
     (out_dir / "01_a.ipynb").write_text(json.dumps(_nb([_code([_header("abc")] + raw)])))
-    clean = book._dump(book.clean_notebook(_nb([_code([_header("abc")])])))
+    clean = chapter_outputs.dump_notebook(chapter_outputs.clean_notebook(_nb([_code([_header("abc")])])))
     (out_dir / "02_b.ipynb").write_text(clean)
     assert book.clean_chapters("smoke") == ["01_a"]
     assert "cleaned 1 chapter(s)" in capsys.readouterr().out

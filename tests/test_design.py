@@ -43,6 +43,22 @@ def test_slug_and_showcase_k():
     assert design.showcase_k(get_profile("smoke")) == 32
 
 
+def test_ablation_ks_are_the_two_largest():
+    assert design.ablation_ks(get_profile("offline")) == [256, 512]
+    assert design.ablation_ks(get_profile("smoke")) == sorted(get_profile("smoke").k_values)[-2:]
+    assert design.ablation_ks(get_profile("offline", k_values=(64,))) == [64]
+
+
+def test_run_label_names_runs_as_the_paper_does():
+    import pandas as pd
+
+    from vsae import paper
+
+    df = pd.DataFrame({"architecture": ["topk", "vsae"], "sae_k": [256, 64], "k": [1, 2]})
+    assert paper.run_label(df).tolist() == ["TopK k=256", "vSAE k=64"]
+    assert paper.run_label(df, "k").tolist() == ["TopK k=1", "vSAE k=2"]
+
+
 def test_lr_variants_are_both_architectures_at_both_rates():
     from vsae.training import auto_lr
 

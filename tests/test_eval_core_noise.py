@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from _eval_fixtures import TinySAE, cache_from_lm, perfect_sae
+from _eval_fixtures import TinySAE, perfect_sae
 from vsae.evals import core
 from vsae.evals.core import CoreConfig, evaluate_core
 

@@ -28,16 +28,9 @@ from vsae.models import (
 )
 
 
-pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+pytestmark = [pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad"),
+              pytest.mark.usefixtures("one_thread")]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: one thread avoids OpenMP stalls when other jobs share the two cores
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _set(p: torch.nn.Parameter, value) -> None:
@@ -162,18 +155,24 @@ def test_vsae_kl_clamp_by_hand():
     assert out.latents[0].tolist() == pytest.approx([22.0])  # the code itself is not clamped
 
 
+def _train_forward_with_noise(sae, x):
+    """A training-mode forward and the standard-normal draws it sampled (replayed from the SAE's
+    noise generator)."""
+    sae.train()
+    state = sae.noise_generator.get_state()
+    out = sae(x)
+    g = torch.Generator()
+    g.set_state(state)
+    return out, torch.randn(x.shape[0], sae.cfg.d_sae, generator=g)
+
+
 def test_vsae_unit_samples_only_in_training():
     sae = _tiny_vsae(var_mode="unit", kl_scope="all")
     x = torch.tensor([[1.0, 0.25], [3.0, -1.0]])
     sae.eval()
     ev = sae(x)
     assert ev.latents[:, 0].tolist() == pytest.approx([7.0, 3.0])  # eval: z = mu
-    sae.train()
-    state = sae.noise_generator.get_state()
-    out = sae(x)
-    g = torch.Generator()
-    g.set_state(state)
-    eps = torch.randn(2, 3, generator=g)
+    out, eps = _train_forward_with_noise(sae, x)
     z = torch.tensor([[1.0, 0.0, 7.0], [3.0, 0.0, 0.0]]) + eps
     top = z.abs().argmax(1)
     assert out.indices[:, 0].tolist() == top.tolist()
@@ -227,12 +226,7 @@ def test_vsae_learned_kl_by_hand(scope):
         kl = 0.5 * (49 + 9) / 2 + (kv(2.0) + kv(-2.0)) / 2
     assert float(out.kl) == pytest.approx(kl, rel=1e-6)
     # training mode: z = mu + exp(lv / 2) * eps
-    sae.train()
-    state = sae.noise_generator.get_state()
-    out = sae(x)
-    g = torch.Generator()
-    g.set_state(state)
-    eps = torch.randn(2, 3, generator=g)
+    out, eps = _train_forward_with_noise(sae, x)
     sd = torch.exp(0.5 * torch.tensor([-2.0, 0.5, 2.0]))
     z = torch.tensor([[1.0, 0.0, 7.0], [3.0, 0.0, 0.0]]) + sd * eps
     top = z.abs().argmax(1)

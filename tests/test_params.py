@@ -70,7 +70,7 @@ def test_parse_params_cli():
 
 
 def test_collapse_progress_keeps_each_bars_final_line():
-    from vsae.book import collapse_progress
+    from vsae.chapter_outputs import collapse_progress
 
     t = ("note\ntrain:   0%|          | 0/500 [00:00<?, ?step/s]\ntrain:   1%|          | 5/500 [00:20<27:33,  3.34s/step]\n"
          "harvest a:  50%|##  | 2.05k/18.4k [00:03<00:30, 529tok/s]\rharvest a: 100%|##| 18.4k/18.4k [00:25<00:00, 777tok/s]\nend")

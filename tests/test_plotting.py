@@ -74,39 +74,40 @@ def _assert_labelled(fig, allow_no_x=()):
 # --------------------------------------------------------------------------------------------- #
 # synthetic inputs
 # --------------------------------------------------------------------------------------------- #
+def _grid():
+    """Every (architecture, k, seed, N, t) of the synthetic tables, t = log2(N) / log2(500) in [0, 1]."""
+    for arch in ("topk", "vsae"):
+        for k in (256, 512):
+            for s in SEEDS:
+                for n in NS:
+                    yield arch, k, s, n, np.log2(n) / np.log2(500)
+
+
 def _scr_all(rng=None) -> pd.DataFrame:
     """SCR ``pair == "ALL"`` rows: 2 SAE sizes x 2 architectures x 3 seeds x 7 N; direction 2 of
     TopK k=512 blown up by near-zero denominators as in the executed chapter."""
     rng = rng or np.random.default_rng(0)
     rows = []
-    for arch in ("topk", "vsae"):
-        for k in (256, 512):
-            for s in SEEDS:
-                for n in NS:
-                    t = np.log2(n) / np.log2(500)
-                    metric = 0.1 - 0.6 * t ** 2 + rng.normal(0, 0.15)
-                    d1 = -1.5 * t ** 3 * (2 if k == 512 else 1) + rng.normal(0, 0.2)
-                    blow = 40 if (arch == "topk" and k == 512) else 8
-                    d2 = -blow * t ** 2 * rng.uniform(0.3, 1.5) + rng.normal(0, 0.5)
-                    rows.append(dict(sae=f"{arch}_k{k}_s{s}", architecture=arch, sae_k=k, seed=s, n=n, pair="ALL",
-                                     scr_metric=metric, scr_dir1=d1, scr_dir2=d2))
+    for arch, k, s, n, t in _grid():
+        metric = 0.1 - 0.6 * t ** 2 + rng.normal(0, 0.15)
+        d1 = -1.5 * t ** 3 * (2 if k == 512 else 1) + rng.normal(0, 0.2)
+        blow = 40 if (arch == "topk" and k == 512) else 8
+        d2 = -blow * t ** 2 * rng.uniform(0.3, 1.5) + rng.normal(0, 0.5)
+        rows.append(dict(sae=f"{arch}_k{k}_s{s}", architecture=arch, sae_k=k, seed=s, n=n, pair="ALL",
+                         scr_metric=metric, scr_dir1=d1, scr_dir2=d2))
     return pd.DataFrame(rows)
 
 
 def _tpp_all(rng=None) -> pd.DataFrame:
     rng = rng or np.random.default_rng(1)
     rows = []
-    for arch in ("topk", "vsae"):
-        for k in (256, 512):
-            for s in SEEDS:
-                for n in NS:
-                    t = np.log2(n) / np.log2(500)
-                    speed = 2.0 if (arch == "topk" and k == 512) else 1.0
-                    intended = 0.4744 / (1 + np.exp(-10 * (speed * t - 0.45))) + rng.normal(0, 0.01)
-                    unintended = max(0.004, (0.33 if arch == "topk" else 0.15) * t ** 3 * speed + rng.normal(0, 0.003))
-                    rows.append(dict(sae=f"{arch}_k{k}_s{s}", architecture=arch, sae_k=k, seed=s, n=n, dataset="ALL",
-                                     **{"class": "ALL"}, tpp_intended=intended, tpp_unintended=unintended,
-                                     tpp_total=intended - unintended))
+    for arch, k, s, n, t in _grid():
+        speed = 2.0 if (arch == "topk" and k == 512) else 1.0
+        intended = 0.4744 / (1 + np.exp(-10 * (speed * t - 0.45))) + rng.normal(0, 0.01)
+        unintended = max(0.004, (0.33 if arch == "topk" else 0.15) * t ** 3 * speed + rng.normal(0, 0.003))
+        rows.append(dict(sae=f"{arch}_k{k}_s{s}", architecture=arch, sae_k=k, seed=s, n=n, dataset="ALL",
+                         **{"class": "ALL"}, tpp_intended=intended, tpp_unintended=unintended,
+                         tpp_total=intended - unintended))
     return pd.DataFrame(rows)
 
 

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from vsae import book
+from vsae import book, chapter_outputs
 
 CHAPTERS = book.chapters()
 DIR = book.chapters_dir(book.DEFAULT_PROFILE)
@@ -31,7 +31,7 @@ def _fail(problems: list[str], what: str) -> None:
 
 
 def test_every_chapter_records_one_and_the_same_clean_commit(notebooks):
-    commits = {name: sorted(set(book.header_commits(nb))) for name, nb in notebooks.items()}
+    commits = {name: sorted(set(chapter_outputs.header_commits(nb))) for name, nb in notebooks.items()}
     problems = [f"{n}: no '**commit** `...`' in its outputs" for n, c in commits.items() if not c]
     problems += [f"{n}: several commits {c}" for n, c in commits.items() if len(c) > 1]
     problems += [f"{n}: commit {x} (built from a dirty tree)" for n, c in commits.items() for x in c
@@ -46,10 +46,10 @@ def test_every_chapter_records_one_and_the_same_clean_commit(notebooks):
 
 
 def test_no_output_shows_a_machine_path(notebooks):
-    problems = [p for n, nb in notebooks.items() for p in book.output_problems(nb, n) if ": machine path" in p]
+    problems = [p for n, nb in notebooks.items() for p in chapter_outputs.output_problems(nb, n) if ": machine path" in p]
     _fail(problems, "output(s) with a machine path")
 
 
 def test_no_output_is_a_warning(notebooks):
-    problems = [p for n, nb in notebooks.items() for p in book.output_problems(nb, n) if ": warning:" in p]
+    problems = [p for n, nb in notebooks.items() for p in chapter_outputs.output_problems(nb, n) if ": warning:" in p]
     _fail(problems, "warning output(s)")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import vsae.checkpoints as C
 import vsae.training as T
 from vsae.models import TopKSAEConfig, VSAEConfig, load_sae
 from vsae.training import (
@@ -25,15 +26,9 @@ from vsae.training import (
     train_saes,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+pytestmark = [pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad"),
+              pytest.mark.usefixtures("one_thread")]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class MemCache:
@@ -299,7 +294,7 @@ def test_kill_and_resume_gives_identical_weights(tmp_path, kill_at):
 def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     specs = {"topk": TopKSAEConfig(16, 64, 4), "vsae_unit": VSAEConfig(16, 64, 4, var_mode="unit")}
     ref = train_saes(MemCache(_acts()), specs, _cfg(checkpoint_every=0), tmp_path / "ref", progress=False)
-    real = T.atomic_write_json
+    real = C.atomic_write_json
     calls = {"n": 0}
 
     def flaky(path, obj, **kw):
@@ -309,10 +304,10 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkey
                 raise KeyboardInterrupt("killed during checkpoint")
         return real(path, obj, **kw)
 
-    monkeypatch.setattr(T, "atomic_write_json", flaky)
+    monkeypatch.setattr(C, "atomic_write_json", flaky)  # the checkpoint marker's writer
     with pytest.raises(KeyboardInterrupt):
         train_saes(MemCache(_acts()), specs, _cfg(), tmp_path / "run", progress=False)
-    monkeypatch.setattr(T, "atomic_write_json", real)
+    monkeypatch.setattr(C, "atomic_write_json", real)
     assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["step"] == 10
     resumed = train_saes(MemCache(_acts()), specs, _cfg(), tmp_path / "run", progress=False)
     _assert_same(_params(ref), _params(resumed))

@@ -29,6 +29,12 @@ from typing import Callable
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int | None]]] = {}
 
 
+def _error(e: BaseException, code: int) -> int:
+    """Print ``error: <message>`` to stderr and return the command's exit status."""
+    print(f"error: {e}", file=sys.stderr)
+    return code
+
+
 # -- fetch --------------------------------------------------------------------------------------
 def _fetch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--with-docs", action="store_true", help="also the optional CPython docs (Debian python3.11-doc)")
@@ -42,8 +48,7 @@ def _fetch(a: argparse.Namespace) -> int:
     try:
         fetch_all(which)
     except AssetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _error(e, 1)
     return 0
 
 
@@ -85,8 +90,7 @@ def _harvest(a: argparse.Namespace) -> int:
     try:
         lm = load_lm(prof.lm, prof.layer, dtype=prof.lm_dtype)
     except HubUnavailableError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
     store = Store()
     for split in (["train", "eval"] if a.split == "both" else [a.split]):
         corpus = a.corpus or (prof.train_corpus if split == "train" else prof.eval_corpus)
@@ -95,8 +99,7 @@ def _harvest(a: argparse.Namespace) -> int:
             cache = harvest(lm, corpus, split, n, prof.ctx_len, store, batch_size=a.batch_size or DEFAULT_BATCH,
                             progress=not a.no_progress)
         except HubUnavailableError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            return _error(e, 2)
         print(f"{cache!r}\n  {cache.path}")
     return 0
 
@@ -113,8 +116,7 @@ def _verify(a: argparse.Namespace) -> int:
     try:
         c = ActivationCache(a.path, verify="full" if a.full else "quick")
     except CacheError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _error(e, 1)
     print(f"ok: {c!r}")
     return 0
 
@@ -194,8 +196,7 @@ def _train(a: argparse.Namespace) -> int:
         variants = ex.headline_variants() if a.main_seed_only else ex.seed_variants()
         ex.train(variants, progress=not a.no_progress)
     except HubUnavailableError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
     for v in variants:
         print(f"{v.name:24s} {ex.sae_dir(v)}")
     return 0
@@ -222,8 +223,7 @@ def _export(a: argparse.Namespace) -> int:
         out = export_sae(a.sae_dir, a.out, a.format, normalize_decoder=a.normalize_decoder,
                          hook_name=a.hook_name, model_name=a.model_name, layer=a.layer)
     except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _error(e, 1)
     print(f"{a.format}: {out}")
     return 0
 
@@ -243,11 +243,9 @@ def _tables(a: argparse.Namespace) -> int:
     try:
         manifest = export_tables(_experiment(a), a.out, formats=a.format)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _error(e, 1)
     except HubUnavailableError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
     print(f"{len(manifest['tables'])} tables in {a.out}:")
     from pathlib import Path
 

@@ -115,6 +115,12 @@ def beyond_variants(profile: Profile, d_in: int, d_sae: int, k: int, budget_frac
     }
 
 
+def ablation_ks(profile: Profile) -> list[int]:
+    """The k values of the SCR and TPP chapters: the profile's two largest, as the paper's figures show
+    them (its two largest, 256 and 512)."""
+    return sorted(profile.k_values)[-2:]
+
+
 def showcase_k(profile: Profile) -> int:
     """The one k single-k chapters and controls use: 256 (the paper's feature chapter) when the
     profile has it, else its middle k."""

@@ -94,7 +94,6 @@ over all seeds of the profile, and the probing tasks) as ``<name>.csv`` and ``<n
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re

@@ -20,6 +20,12 @@ PAPER_CSV = REPO_ROOT / "data" / "paper_results.csv"
 ARCH_LABEL = {"topk": "TopK", "vsae": "vSAE"}
 
 
+def run_label(df: pd.DataFrame, k: str = "sae_k") -> pd.Series:
+    """Each row's run as the book's tables and the paper's name it: ``"TopK k=256"``, from its
+    ``architecture`` and its k column ``k`` (``sae_k`` in our eval tables, ``k`` in the paper's)."""
+    return df.architecture.map(ARCH_LABEL) + " k=" + df[k].astype(str)
+
+
 @lru_cache(maxsize=1)
 def _load() -> pd.DataFrame:
     if not PAPER_CSV.exists():
@@ -56,7 +62,7 @@ def paper_value(eval: str, metric: str, architecture: str, k: int, n_ablated: in
 def core_table(model: str = "pythia-70m-deduped") -> pd.DataFrame:
     """The paper's core table: metrics as rows, one column per SAE (e.g. ``TopK k=64``)."""
     df = paper_results("core", model)
-    df["sae"] = df.architecture.map(ARCH_LABEL) + " k=" + df.k.astype(str)
+    df["sae"] = run_label(df, "k")
     order = [f"{ARCH_LABEL[a]} k={k}" for a in ("topk", "vsae") for k in sorted(df.k.unique())]
     return df.pivot(index="metric", columns="sae", values="value")[order]
 

@@ -54,6 +54,10 @@ class Param:
         return s + (f": {self.help}" if self.help else "")
 
 
+#: the ``budget_fraction`` parameter of the chapters that train at part of the headline budget (11, 12)
+BUDGET_FRACTION = Param(float, min=0.01, max=1.0, help="fraction of the headline training steps")
+
+
 def _check_one(name: str, value: Any, p: Param) -> Any:
     if value is None:
         if p.optional:

@@ -87,6 +87,11 @@ class Experiment:
         """The headline runs at every seed of the profile, main seed first (:func:`vsae.design.seed_variants`)."""
         return design.seed_variants(self.profile, self.d_model, self.d_sae, k_values)
 
+    def ablation_variants(self) -> list[Variant]:
+        """The seed runs of the SCR and TPP chapters: those at :func:`vsae.design.ablation_ks`."""
+        ks = design.ablation_ks(self.profile)
+        return [v for v in self.seed_variants() if v.k in ks]
+
     def beyond_variants(self, k: int, budget_fraction: float = 0.25,
                         kl_weights=design.KL_WEIGHTS) -> dict[str, list[Variant]]:
         """The runs of the "beyond the paper" chapter by question (:func:`vsae.design.beyond_variants`)."""

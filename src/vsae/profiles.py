@@ -85,6 +85,9 @@ class Profile:
         return self.seeds[0]
 
 
+#: the embedded default: its chapters are the committed ones (``book/chapters/``)
+DEFAULT_PROFILE = "offline"
+
 PROFILES: dict[str, Profile] = {
     # The paper's exact setting (paper-recipe.md section 4). Needs the Hugging Face Hub; GPU advised.
     "paper": Profile(

@@ -29,9 +29,7 @@ activations, see :meth:`vsae.models.SAEBase.fold_activation_scale`), checkpoints
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -43,8 +41,24 @@ from typing import Any, Iterator, Mapping, Protocol
 
 import torch
 
-from .files import atomic_write, atomic_write_json
-from .models import SAEBase, TopKSAE, TopKSAEConfig, VSAEConfig, build_sae, load_sae, release_scratch
+from .checkpoints import (
+    LOG_COLUMNS,
+    CsvLog,
+    finished_or_reset,
+    restore_checkpoint,
+    run_signature,
+    write_checkpoint,
+)
+from .files import atomic_write_json
+from .models import (
+    SAEBase,
+    TopKSAE,
+    TopKSAEConfig,
+    VSAEConfig,
+    build_sae,
+    release_scratch,
+)
+from .optim import LayoutAdam, make_adam, transposed_storage
 
 __all__ = [
     "TrainConfig",
@@ -159,73 +173,7 @@ def kl_scale(step: int, cfg: TrainConfig) -> float:
     return 1.0 if w <= 0 else min(1.0, step / w)
 
 
-LOG_COLUMNS = [
-    "step", "tokens", "loss", "mse", "ev", "kl", "l2_preact", "auxk", "l0",
-    "frac_dead", "frac_inactive", "lr", "kl_scale",
-]
 _ACC_KEYS = ["loss", "mse", "ev", "kl", "l2_preact", "auxk", "l0"]
-
-
-class LayoutAdam(torch.optim.Adam):
-    """``torch.optim.Adam`` (fused kernel) that also runs without copies on parameters stored
-    transposed.
-
-    The sparse encoder gradient is naturally [d_sae, d_in]; the trainer therefore stores ``W_enc``
-    (and ``W_var``) d_sae-major (``p.t()`` contiguous) so that the gradient needs no transposing
-    copy. The stock fused Adam copies such non-contiguous parameters in and out; this subclass
-    passes the contiguous transposed views to the same functional ``torch.optim.adam.adam``
-    instead. Adam is elementwise, so results are bitwise those of ``torch.optim.Adam(fused=True)``;
-    state and ``state_dict`` are the stock ones.
-    """
-
-    def __init__(self, params, lr: float, betas: tuple[float, float], eps: float):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, fused=True)
-
-    @staticmethod
-    def _flat(t: torch.Tensor) -> torch.Tensor:
-        return t.t() if t.dim() == 2 and not t.is_contiguous() and t.t().is_contiguous() else t
-
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: D102
-        assert closure is None
-        from torch.optim.adam import adam
-
-        for group in self.param_groups:
-            ps, gs, ms, vs, steps = [], [], [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.stride() != p.stride():
-                    raise RuntimeError("gradient layout differs from its parameter's")
-                st = self.state[p]
-                if not st:
-                    st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                ps.append(self._flat(p))
-                gs.append(self._flat(p.grad))
-                ms.append(self._flat(st["exp_avg"]))
-                vs.append(self._flat(st["exp_avg_sq"]))
-                steps.append(st["step"])
-            if ps:
-                b1, b2 = group["betas"]
-                adam(
-                    ps, gs, ms, vs, [], steps, fused=True, amsgrad=False, beta1=b1, beta2=b2,
-                    lr=group["lr"], weight_decay=0.0, eps=group["eps"], maximize=False,
-                )
-
-
-def _make_adam(params, lr: float, cfg: TrainConfig) -> torch.optim.Optimizer:
-    try:
-        return LayoutAdam(params, lr, cfg.adam_betas, cfg.adam_eps)
-    except (RuntimeError, ValueError, TypeError):  # pragma: no cover - older torch / other device
-        return torch.optim.Adam(params, lr=lr, betas=cfg.adam_betas, eps=cfg.adam_eps, foreach=True)
-
-
-def _transposed_storage(p: torch.nn.Parameter) -> None:
-    """Re-lay a 2-D parameter d_sae-major in place (same values and shape, ``p.t()`` contiguous)."""
-    with torch.no_grad():
-        p.data = p.data.t().contiguous().t()
 
 
 class SAETrainer:
@@ -241,10 +189,10 @@ class SAETrainer:
         self.model.train()
         for pname in ("W_enc", "W_var"):  # sparse encoder gradients arrive [d_sae, d_in]: see LayoutAdam
             if hasattr(self.model, pname):
-                _transposed_storage(getattr(self.model, pname))
+                transposed_storage(getattr(self.model, pname))
         self.base_lr = cfg.lr_by_name.get(name, cfg.lr if cfg.lr is not None else auto_lr(sae_cfg))
         self.params = list(self.model.parameters())
-        self.opt = _make_adam(self.params, self.base_lr, cfg)
+        self.opt = make_adam(self.params, self.base_lr, cfg.adam_betas, cfg.adam_eps)
         self.tokens_since_fired = torch.zeros(self.model.d_sae, dtype=torch.long)
         self.seconds = 0.0
         self.acc: dict[str, float] = {k: 0.0 for k in _ACC_KEYS}
@@ -342,61 +290,6 @@ class SAETrainer:
 # --------------------------------------------------------------------------------------------
 
 
-def _save_checkpoint(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-class _CsvLog:
-    def __init__(self, path: Path, keep_until_step: int | None):
-        self.path = path
-        rows: list[dict] = []
-        if keep_until_step is not None and path.exists():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until_step]
-        self.f = open(path, "w", newline="")
-        self.w = csv.DictWriter(self.f, fieldnames=LOG_COLUMNS)
-        self.w.writeheader()
-        for r in rows:
-            self.w.writerow(r)
-        self.f.flush()
-
-    def write(self, row: dict) -> None:
-        self.w.writerow({k: row[k] for k in LOG_COLUMNS})
-        self.f.flush()
-
-    def close(self) -> None:
-        self.f.close()
-
-
-def _spec_dict(cfg: TopKSAEConfig | VSAEConfig) -> dict:
-    d = dataclasses.asdict(cfg)
-    d.pop("meta", None)
-    if "log_var_clamp" in d:
-        d["log_var_clamp"] = list(d["log_var_clamp"])
-    return d
-
-
-def _run_signature(specs: Mapping[str, Any], cfg: TrainConfig, cache: ActivationSource) -> dict:
-    tc = cfg.to_dict()
-    for k in ("checkpoint_every", "log_every", "num_threads"):  # may change across a resume
-        tc.pop(k)
-    return {
-        "specs": {n: _spec_dict(c) for n, c in specs.items()},
-        "train": tc,
-        "norm_factor": float(cache.norm_factor),
-        "cache": _cache_info(cache),
-    }
-
-
-def _cache_info(cache: ActivationSource) -> dict:
-    man = getattr(cache, "manifest", None) or {}
-    keys = ("checksum", "model", "lm", "hook", "hook_name", "corpus", "split", "n_tokens", "d_model", "dtype", "path")
-    info = {k: man[k] for k in keys if k in man}
-    if "path" not in info and getattr(cache, "path", None) is not None:
-        info["path"] = str(cache.path)
-    return json.loads(json.dumps(info, default=str))
-
-
 # --------------------------------------------------------------------------------------------
 # the loop
 # --------------------------------------------------------------------------------------------
@@ -425,15 +318,15 @@ def train_saes(
     out_dir = Path(out_dir)
     _check_specs(cache, specs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sig = _run_signature(specs, cfg, cache)
-    done = _finished_or_reset(out_dir, specs, sig, resume)
+    sig = run_signature(specs, cfg, cache)
+    done = finished_or_reset(out_dir, specs, sig, resume)
     if done is not None:
         return done
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     trainers = {n: SAETrainer(n, c, cfg) for n, c in specs.items()}
-    start = _restore_checkpoint(out_dir, trainers, sig) if resume else 0
+    start = restore_checkpoint(out_dir, trainers, sig) if resume else 0
     s_norm = float(cache.norm_factor)
     if not (s_norm > 0 and math.isfinite(s_norm)):
         raise ValueError(f"cache.norm_factor must be positive and finite, got {s_norm}")
@@ -538,46 +431,6 @@ def _check_specs(cache: ActivationSource, specs: Mapping[str, TopKSAEConfig | VS
             raise ValueError(f"SAE {n!r}: d_in={c.d_in} but the cache has d_model={d_model}")
 
 
-def _finished_or_reset(out_dir: Path, specs, sig: dict, resume: bool) -> dict[str, SAEBase] | None:
-    """The SAEs of a finished run with this signature (resume), else None; ``resume=False`` clears
-    this trainer's files first; a finished run with another signature is refused."""
-    marker, summary_path = out_dir / "checkpoint.json", out_dir / "train_summary.json"
-    if not resume:
-        for p in (marker, summary_path):
-            p.unlink(missing_ok=True)
-        for n in specs:
-            shutil.rmtree(out_dir / n, ignore_errors=True)
-    elif summary_path.exists():
-        summ = json.loads(summary_path.read_text())
-        if summ.get("complete") and summ.get("signature") == sig:
-            return {n: load_sae(out_dir / n) for n in specs}
-        if summ.get("complete"):
-            raise ValueError(
-                f"{out_dir} holds a finished run with other specs or settings; "
-                "use another out_dir or resume=False"
-            )
-    return None
-
-
-def _restore_checkpoint(out_dir: Path, trainers: Mapping[str, SAETrainer], sig: dict) -> int:
-    """Load the last checkpoint of an interrupted run with this signature; the step to start from."""
-    marker = out_dir / "checkpoint.json"
-    if not marker.exists():
-        return 0
-    mk = json.loads(marker.read_text())
-    if mk.get("signature") != sig:
-        raise ValueError(
-            f"{out_dir} holds a checkpoint of a different run (specs, settings or cache); "
-            "use another out_dir or resume=False"
-        )
-    start = int(mk["step"])
-    for n, tr in trainers.items():
-        st = torch.load(out_dir / n / "ckpt" / f"step_{start:08d}.pt", weights_only=True)
-        tr.load_state_dict(st)
-        torch.set_rng_state(st["torch_rng"])  # the same global state is stored with every model
-    return start
-
-
 def _train_loop(cache, trainers: Mapping[str, SAETrainer], cfg: TrainConfig, out_dir: Path, sig: dict, start: int,
                 inv: float, progress: bool, workers: int = 1) -> tuple[float, float]:
     """Steps ``start .. cfg.steps`` of every trainer on the same normalised batches, with logs,
@@ -585,7 +438,7 @@ def _train_loop(cache, trainers: Mapping[str, SAETrainer], cfg: TrainConfig, out
     logs = {}
     for n in trainers:
         (out_dir / n / "ckpt").mkdir(parents=True, exist_ok=True)
-        logs[n] = _CsvLog(out_dir / n / "log.csv", keep_until_step=start if start > 0 else None)
+        logs[n] = CsvLog(out_dir / n / "log.csv", keep_until_step=start if start > 0 else None)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -616,7 +469,7 @@ def _train_loop(cache, trainers: Mapping[str, SAETrainer], cfg: TrainConfig, out
                     first = next(iter(trainers.values()))
                     bar.set_postfix_str(f"{first.name}: mse {first.last['mse']:.3g}", refresh=False)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                _write_checkpoint(out_dir, trainers, step, sig, last_ckpt)
+                write_checkpoint(out_dir, trainers, step, sig, last_ckpt)
                 last_ckpt = step
             if bar is not None:
                 bar.update(1)
@@ -692,12 +545,3 @@ def _finish(out_dir: Path, trainers: Mapping[str, SAETrainer], cfg: TrainConfig,
     return result
 
 
-def _write_checkpoint(out_dir: Path, trainers: Mapping[str, SAETrainer], step: int, sig: dict, prev: int | None) -> None:
-    for n, tr in trainers.items():
-        _save_checkpoint(tr.state_dict(step), out_dir / n / "ckpt" / f"step_{step:08d}.pt")
-    tokens = step * next(iter(trainers.values())).cfg.batch_size
-    atomic_write_json(out_dir / "checkpoint.json", {"step": step, "tokens": tokens, "signature": sig, "names": list(trainers)})
-    for n in trainers:
-        for p in (out_dir / n / "ckpt").glob("step_*.pt"):
-            if p.name != f"step_{step:08d}.pt":
-                p.unlink(missing_ok=True)

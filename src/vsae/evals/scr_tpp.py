@@ -179,6 +179,12 @@ def scr_oracle_check(pool: PassagePool, pairs: Sequence[ScrPair] | None = None, 
     return pd.DataFrame([p.check(cfg.min_oracle_margin) for p in probes])
 
 
+def _per_sae(saes: dict[str, Any], pool: PassagePool):
+    """``(name, pooled codes, decoder matrix, d_sae)`` of each SAE in turn: what SCR and TPP start from."""
+    for name, sae in saes.items():
+        yield name, pool.pooled_codes(sae), decoder_matrix(sae).numpy(), d_sae_of(sae)
+
+
 def run_scr(saes: dict[str, Any], pool: PassagePool, pairs: Sequence[ScrPair] | None = None,
             cfg: ScrTppConfig = ScrTppConfig(), probes: Sequence[ScrProbes] | None = None) -> pd.DataFrame:
     """SCR for every SAE, pair and N: one row each, plus ``pair == "ALL"`` means over pairs.
@@ -191,10 +197,7 @@ def run_scr(saes: dict[str, Any], pool: PassagePool, pairs: Sequence[ScrPair] | 
         probes = [train_scr_probes(pool, p, cfg) for p in pairs]
     X = pool.pooled_resid
     rows = []
-    for name, sae in saes.items():
-        Z = pool.pooled_codes(sae)
-        W = decoder_matrix(sae).numpy()
-        d_sae = d_sae_of(sae)
+    for name, Z, W, d_sae in _per_sae(saes, pool):
         for pr in probes:
             chk = pr.check(cfg.min_oracle_margin)
             s, c = pr.pair.sets, pr.clean
@@ -271,10 +274,7 @@ def run_tpp(saes: dict[str, Any], pool: PassagePool, datasets: Sequence[ProbeDat
         probes = [train_tpp_probes(pool, d, cfg) for d in datasets]
     X = pool.pooled_resid
     rows = []
-    for name, sae in saes.items():
-        Z = pool.pooled_codes(sae)
-        W = decoder_matrix(sae).numpy()
-        d_sae = d_sae_of(sae)
+    for name, Z, W, d_sae in _per_sae(saes, pool):
         for tp in probes:
             eff = {}
             for t in tp.tasks:

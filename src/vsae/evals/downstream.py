@@ -1,0 +1,216 @@
+"""SAE Bench's downstream reconstruction metrics: the CE loss and KL divergence of the LM with the SAE
+spliced in at the hook, against the clean run and zero ablation (``sae_bench/evals/core/main.py``).
+
+``ce_loss_score = (CE_zero - CE_sae) / (CE_zero - CE_clean)`` and
+``kl_div_score  = (KL_zero - KL_sae) / KL_zero`` (KL to the clean next-token distribution), token-weighted
+means over the evaluation contexts; special tokens are handled as :mod:`vsae.evals.core` describes.
+:func:`bootstrap_downstream` measures their evaluation noise by resampling contexts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .common import keep_mask, special_ids_of, to_sae
+
+def downstream_scores(ce_clean: float, ce_sae: float, ce_zero: float, kl_sae: float, kl_zero: float) -> dict:
+    """The two normalised scores from the mean CE losses and KL divergences."""
+    ce_den = ce_zero - ce_clean
+    return {
+        "ce_loss_score": float((ce_zero - ce_sae) / ce_den) if ce_den != 0 else float("nan"),
+        "kl_div_score": float((kl_zero - kl_sae) / kl_zero) if kl_zero != 0 else float("nan"),
+    }
+
+
+def contexts_from_cache(cache, n_contexts: int) -> torch.Tensor:
+    """Rebuild ``n_contexts`` token contexts ``[n, T]`` of one length from a cache's token stream.
+
+    Uses the cache's ``contexts`` array when it has one, else ``ctx_index`` (and ``positions`` for
+    the order inside a context); contexts whose length differs from the most common one (a shorter
+    last chunk) are skipped.
+    """
+    if getattr(cache, "contexts", None) is not None:
+        return torch.as_tensor(np.asarray(cache.contexts[:n_contexts], dtype=np.int64))
+    ctx = np.asarray(cache.ctx_index)
+    toks = np.asarray(cache.tokens)
+    pos = np.asarray(cache.positions) if hasattr(cache, "positions") else None
+    # contexts are contiguous runs in the harvest order
+    starts = np.flatnonzero(np.r_[True, ctx[1:] != ctx[:-1]])
+    ends = np.r_[starts[1:], len(ctx)]
+    lens = ends - starts
+    if len(lens) == 0:
+        raise ValueError("the cache holds no contexts")
+    vals, counts = np.unique(lens, return_counts=True)
+    T = int(vals[np.argmax(counts)])
+    out = []
+    for s, e in zip(starts, ends):
+        if e - s != T:
+            continue
+        seg = toks[s:e]
+        if pos is not None:
+            seg = seg[np.argsort(pos[s:e], kind="stable")]
+        out.append(seg.astype(np.int64))
+        if len(out) >= n_contexts:
+            break
+    return torch.as_tensor(np.stack(out))
+
+
+def _ce_per_token(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    lp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    return -lp.gather(-1, tokens[:, 1:, None].to(lp.device)).squeeze(-1).cpu()
+
+
+def _kl_per_token(clean_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    lp = F.log_softmax(logits.float(), dim=-1)
+    return (clean_logp.exp() * (clean_logp - lp)).sum(-1).cpu()
+
+
+def _forward_fns(lm):
+    """``(clean(tok) -> (logits, resid), spliced(tok, resid, new_resid) -> logits)`` for an LM.
+
+    With :meth:`vsae.lm.LanguageModel.logits_from_resid` the clean residual at the hook is computed
+    once per batch and every spliced pass runs only the blocks after the hook (bit-identical to the
+    full forward with the residual replaced; ``tests/test_eval_core.py`` checks it); LM stand-ins
+    without it fall back to full forward passes with ``replace=``.
+    """
+    if hasattr(lm, "logits_from_resid") and hasattr(lm, "resid") and getattr(lm, "can_start_after_hook", True):
+        def clean(tok):
+            r = lm.resid(tok)
+            return lm.logits_from_resid(r), r
+
+        def spliced(tok, resid, new):
+            return lm.logits_from_resid(new)
+        return clean, spliced
+
+    def clean_full(tok):
+        cap = {}
+
+        def grab(r):
+            cap["r"] = r
+            return r
+        logits = lm.logits(tok, replace=grab)
+        return logits, cap["r"]
+
+    def spliced_full(tok, resid, new):
+        return lm.logits(tok, replace=lambda r: new.to(device=r.device, dtype=r.dtype))
+    return clean_full, spliced_full
+
+
+@torch.no_grad()
+def downstream_metrics(
+    saes: dict[str, Any],
+    lm,
+    contexts: torch.Tensor,
+    *,
+    special_ids=None,
+    batch_size: int = 8,
+    exclude_special_tokens: bool = True,
+    per_context: list | None = None,
+) -> dict[str, dict]:
+    """CE loss and KL divergence of the clean, SAE-spliced and zero-ablated model, per SAE.
+
+    The clean and zero-ablation runs are shared by all SAEs (one forward each per batch). Pass a
+    list as ``per_context`` to receive one record per (context, SAE) with the summed CE and KL of
+    that context (``ce_sae``, ``kl_sae``, ``ce_clean``, ``ce_zero``, ``kl_zero``, ``n_ce``,
+    ``n_kl``): :func:`bootstrap_downstream` resamples contexts from them.
+    """
+    if special_ids is None:
+        special_ids = special_ids_of(lm)
+    clean_fn, spliced_fn = _forward_fns(lm)
+    contexts = torch.as_tensor(contexts).long()
+    sums = {"ce_clean": 0.0, "ce_zero": 0.0, "kl_zero": 0.0}
+    per = {name: {"ce_sae": 0.0, "kl_sae": 0.0} for name in saes}
+    n_ce = n_kl = 0
+    for i in range(0, len(contexts), batch_size):
+        tok = contexts[i : i + batch_size]
+        metric_mask = keep_mask(tok, special_ids)
+        splice_mask = metric_mask if exclude_special_tokens else torch.ones_like(metric_mask)
+        ce_mask = metric_mask[:, :-1]
+
+        clean, resid = clean_fn(tok)
+        clean_logp = F.log_softmax(clean.float(), dim=-1)
+        ce_clean = _ce_per_token(clean, tok)
+        del clean
+        zero = spliced_fn(tok, resid, torch.zeros_like(resid))
+        ce_zero = _ce_per_token(zero, tok)
+        kl_zero = _kl_per_token(clean_logp, zero)
+        del zero
+        sums["ce_clean"] += float(ce_clean[ce_mask].double().sum())
+        sums["ce_zero"] += float(ce_zero[ce_mask].double().sum())
+        sums["kl_zero"] += float(kl_zero[metric_mask].double().sum())
+        n_ce += int(ce_mask.sum())
+        n_kl += int(metric_mask.sum())
+        if per_context is not None:
+            ctx = {"ce_clean": _row_sums(ce_clean, ce_mask), "ce_zero": _row_sums(ce_zero, ce_mask),
+                   "kl_zero": _row_sums(kl_zero, metric_mask),
+                   "n_ce": ce_mask.sum(-1).tolist(), "n_kl": metric_mask.sum(-1).tolist()}
+        m = splice_mask.to(resid.device)[..., None]
+        for name, sae in saes.items():
+            x_hat = sae.decode(sae.encode(to_sae(sae, resid))).to(device=resid.device, dtype=resid.dtype)
+            logits = spliced_fn(tok, resid, torch.where(m, x_hat, resid))
+            ce_s = _ce_per_token(logits, tok)
+            kl_s = _kl_per_token(clean_logp, logits)
+            per[name]["ce_sae"] += float(ce_s[ce_mask].double().sum())
+            per[name]["kl_sae"] += float(kl_s[metric_mask].double().sum())
+            if per_context is not None:
+                ce_r, kl_r = _row_sums(ce_s, ce_mask), _row_sums(kl_s, metric_mask)
+                for j in range(len(tok)):
+                    per_context.append({"sae": name, "context": i + j, "ce_sae": ce_r[j], "kl_sae": kl_r[j],
+                                        **{key: ctx[key][j] for key in ctx}})
+            del logits
+    out = {}
+    for name in saes:
+        ce_clean = sums["ce_clean"] / max(n_ce, 1)
+        ce_zero = sums["ce_zero"] / max(n_ce, 1)
+        kl_zero = sums["kl_zero"] / max(n_kl, 1)
+        ce_sae = per[name]["ce_sae"] / max(n_ce, 1)
+        kl_sae = per[name]["kl_sae"] / max(n_kl, 1)
+        out[name] = {
+            "ce_loss_without_sae": ce_clean,
+            "ce_loss_with_sae": ce_sae,
+            "ce_loss_with_ablation": ce_zero,
+            "kl_div_with_sae": kl_sae,
+            "kl_div_with_ablation": kl_zero,
+            **downstream_scores(ce_clean, ce_sae, ce_zero, kl_sae, kl_zero),
+            "n_ce_tokens": n_ce,
+            "n_ce_contexts": int(len(contexts)),
+        }
+    return out
+
+
+def _row_sums(values: torch.Tensor, mask: torch.Tensor) -> list[float]:
+    return (values.double() * mask.to(values.device).double()).sum(-1).tolist()
+
+
+def bootstrap_downstream(per_context: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                         confidence: float = 0.95) -> pd.DataFrame:
+    """Evaluation noise of the CE-loss and KL scores: a bootstrap over the evaluation contexts.
+
+    ``per_context``: the records of :func:`downstream_metrics` (one row per SAE and context). Each
+    replicate draws the contexts with replacement (the same draw for every SAE, as the clean and
+    zero-ablation runs are shared) and recomputes both scores exactly as the point estimate does
+    (token-weighted means of the per-context sums). Returns one row per SAE and score with the
+    bootstrap standard error and the half-width of the percentile interval.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    ctxs = np.sort(per_context["context"].unique())
+    draws = rng.integers(0, len(ctxs), size=(n_boot, len(ctxs)))
+    lo_q, hi_q = 50 * (1 - confidence), 50 * (1 + confidence)
+    for name, g in per_context.groupby("sae", sort=False):
+        g = g.set_index("context").loc[ctxs]
+        a = {c: g[c].to_numpy(np.float64)[draws].sum(1) for c in
+             ("ce_sae", "kl_sae", "ce_clean", "ce_zero", "kl_zero", "n_ce", "n_kl")}
+        ce_s, ce_c, ce_z = a["ce_sae"] / a["n_ce"], a["ce_clean"] / a["n_ce"], a["ce_zero"] / a["n_ce"]
+        kl_s, kl_z = a["kl_sae"] / a["n_kl"], a["kl_zero"] / a["n_kl"]
+        scores = {"ce_loss_score": (ce_z - ce_s) / (ce_z - ce_c), "kl_div_score": (kl_z - kl_s) / kl_z}
+        for metric, v in scores.items():
+            lo, hi = np.percentile(v, [lo_q, hi_q])
+            rows.append({"sae": name, "metric": metric, "boot_se": float(v.std(ddof=1)),
+                         "boot_half": float((hi - lo) / 2), "n_contexts": int(len(ctxs)), "n_boot": int(n_boot)})
+    return pd.DataFrame(rows)
