@@ -7,7 +7,7 @@ import torch
 
 from _eval_fixtures import TinySAE, perfect_sae
 from vsae.evals.scr_tpp import (ScrTppConfig, _acc, ablate_pooled, latent_effects, run_scr, run_tpp, scr_oracle_check,
-                                scr_score, select_top_n, train_scr_probes, train_tpp_probes)
+                                scr_score, select_top_n, tpp_scores, train_scr_probes, train_tpp_probes)
 from vsae.evals.tasks import PassagePool, ProbeDataset, ScrPair, TaskSuite
 
 
@@ -116,6 +116,17 @@ def test_scr_aggregate_skips_pairs_failing_the_oracle_check():
     assert not df[df["pair"] == "toy"]["margin_ok"].iloc[0]
     agg = df[df["pair"] == "ALL"].iloc[0]
     assert agg["n_pairs"] == 0 and np.isnan(agg["scr_metric"])
+
+
+def test_tpp_scores_by_hand():
+    clean = {"a": 0.9, "b": 0.8, "c": 0.7}
+    ablated = {"a": 0.6, "b": 0.75, "c": 0.72}  # a's latents ablated: a drops 0.3, b 0.05, c -0.02
+    s = tpp_scores(clean, ablated, "a")
+    assert s["tpp_intended"] == pytest.approx(0.3)
+    assert s["tpp_unintended"] == pytest.approx(0.015)  # mean(0.05, -0.02)
+    assert s["tpp_total"] == pytest.approx(0.285)
+    assert tpp_scores({"a": 0.9}, {"a": 0.5}, "a") == pytest.approx(
+        {"tpp_total": 0.4, "tpp_intended": 0.4, "tpp_unintended": 0.0})  # no other class
 
 
 def _tpp_case(n=60, seed=0):

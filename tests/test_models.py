@@ -368,6 +368,27 @@ def test_leading_dims_and_encode_decode_consistency():
         assert torch.allclose(sae.decode_topk(v, i), out.x_hat, atol=1e-5)
 
 
+def test_float64_sae_computes_in_float64():
+    """``.double()`` makes evaluation float64 end to end (the SAE Bench cross-check runs so); float32
+    inputs of a float32 SAE are untouched (``working_precision`` returns them as they are)."""
+    torch.manual_seed(5)
+    x = torch.randn(6, 16)
+    assert M.base.working_precision(x) is x
+    assert M.base.working_precision(x.to(torch.bfloat16)).dtype == torch.float32
+    for sae in (TopKSAE(TopKSAEConfig(16, 64, 4)), VSAE(VSAEConfig(16, 64, 4, var_mode="learned"))):
+        sae.eval()
+        with torch.no_grad():
+            for p in sae.parameters():
+                p.add_(0.1 * torch.randn(p.shape))
+            f32 = sae.encode(x)
+            f64 = sae.double().encode(x.double())
+            v, i = sae.encode_topk(x.double())
+            assert f64.dtype == v.dtype == sae.decode(f64).dtype == sae.decode_topk(v, i).dtype == torch.float64
+            assert torch.equal(f64 != 0, f32 != 0)  # the same latents selected
+            assert torch.allclose(f64, f32.double(), atol=1e-5)
+            assert torch.allclose(sae.decode_topk(v, i), sae.decode(f64), atol=1e-12)
+
+
 def test_bf16_compute_close_to_fp32():
     torch.manual_seed(4)
     x = torch.randn(64, 32)

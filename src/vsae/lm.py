@@ -87,7 +87,9 @@ MODELS = ("pythia-70m-deduped", "smollm2-135m", "pythia-70m-random")
 #: chapter needs d_sae = expansion x d_model before anything is loaded; tests/test_lm.py checks it)
 D_MODEL = {"pythia-70m-deduped": 512, "smollm2-135m": 576, "pythia-70m-random": PYTHIA_70M_CONFIG["hidden_size"]}
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: float64 is there for precision checks (``tests/interop``: our metrics against SAE Bench's code with
+#: rounding out of the way); the profiles use float32
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
 def _dtype(d: str | torch.dtype) -> torch.dtype:
@@ -352,16 +354,23 @@ def _finish(name, bridge, tokenizer, layer, device, dtype, processing, weights, 
     )
 
 
-def _load_pythia_random(layer, device, dtype, n_layers: int = 6, seed: int = 0) -> LanguageModel:
+def pythia_random_hf(n_layers: int = 6, seed: int = 0):
+    """The Hugging Face ``GPTNeoXForCausalLM`` behind ``pythia-70m-random`` (float32, on the CPU).
+
+    Seeded in a forked RNG, so the caller's random state is untouched and the same ``seed`` always gives
+    the same weights (the interop tests hand these weights to SAE Bench's ``HookedTransformer``)."""
     hub.set_offline_env()
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    t0 = time.time()
     cfg = GPTNeoXConfig(**{**PYTHIA_70M_CONFIG, "num_hidden_layers": int(n_layers)})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        hf = GPTNeoXForCausalLM(cfg)
-    hf = hf.to(device=device, dtype=dtype).eval()
+        return GPTNeoXForCausalLM(cfg).eval()
+
+
+def _load_pythia_random(layer, device, dtype, n_layers: int = 6, seed: int = 0) -> LanguageModel:
+    t0 = time.time()
+    hf = pythia_random_hf(n_layers, seed).to(device=device, dtype=dtype)
     tok = pythia_tokenizer()
     bridge = _boot(PYTHIA_REPO, hf, tok, device, dtype)
     info = {"load_seconds": round(time.time() - t0, 2)}

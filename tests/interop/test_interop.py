@@ -11,48 +11,21 @@ purpose (also reported).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).parent))
-import interop_env  # noqa: E402
+from vsae import export
+from vsae.__main__ import main as cli
+from vsae.models import VSAE, TopKSAE, TopKSAEConfig, VSAEConfig, load_sae
 
-from vsae import export  # noqa: E402
-from vsae.__main__ import main as cli  # noqa: E402
-from vsae.models import VSAE, TopKSAE, TopKSAEConfig, VSAEConfig, load_sae  # noqa: E402
+from sources import MemoryActs, train_meta
 
 TOL = 1e-5
 D_IN, D_SAE, K = 24, 96, 8
-
-
-@pytest.fixture(scope="module")
-def peer_python() -> Path:
-    mode = os.environ.get("VSAE_INTEROP", "auto")
-    if mode == "skip":
-        pytest.skip("VSAE_INTEROP=skip: the SAELens / SAE Bench interop test was switched off")
-    t = time.time()
-    try:
-        py = interop_env.ensure_env()
-    except interop_env.EnvUnavailable as e:
-        if mode == "require":
-            pytest.fail(f"VSAE_INTEROP=require but {e}")
-        pytest.skip(f"interop environment cannot be created: {e}")
-    print(f"interop env {py} ready in {time.time() - t:.1f} s")
-    return py
-
-
-def _meta(layer: int = 3) -> dict:
-    """What training records in cfg.meta (vsae.training), for a pythia-70m-random hook."""
-    return {"name": "x", "norm_factor": 3.7, "tokens": 1000,
-            "cache": {"checksum": "0" * 16, "hook": f"blocks.{layer}.hook_resid_post",
-                      "model": {"name": "pythia-70m-random", "layer": layer, "prepend_bos": True}}}
 
 
 def _randomise(sae, seed: int, scale: float = 3.7):
@@ -66,25 +39,8 @@ def _randomise(sae, seed: int, scale: float = 3.7):
         else:
             sae.W_dec.mul_(torch.rand(sae.d_sae, 1, generator=g) * 2 + 0.2)
     sae.fold_activation_scale(scale)
-    sae.cfg.meta = _meta()
+    sae.cfg.meta = train_meta()
     return sae.eval()
-
-
-class _Acts:
-    """An in-memory activation source for vsae.training (what ActivationCache offers the trainer)."""
-
-    def __init__(self, acts: torch.Tensor):
-        self.acts = acts
-        self.norm_factor = float(acts.pow(2).sum(1).mean().sqrt())
-        self.manifest = {"d_model": acts.shape[1], "n_tokens": acts.shape[0], "checksum": "mem",
-                         "hook": "blocks.3.hook_resid_post", **{"model": _meta()["cache"]["model"]}}
-
-    def batches(self, batch_size, seed, start_step=0, n_steps=None):
-        g = torch.Generator().manual_seed(seed)
-        step = start_step
-        while n_steps is None or step < start_step + n_steps:
-            yield self.acts[torch.randint(0, len(self.acts), (batch_size,), generator=g)]
-            step += 1
 
 
 def _saes(tmp: Path) -> dict[str, Path]:
@@ -95,7 +51,7 @@ def _saes(tmp: Path) -> dict[str, Path]:
     acts = 3.0 * torch.randn(4096, D_IN, generator=torch.Generator().manual_seed(5)) + 1.0
     specs = {"topk_trained": TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, seed=4),
              "vsae_trained": VSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, seed=5, var_mode="learned")}
-    train_saes(_Acts(acts), specs, TrainConfig(steps=40, batch_size=64, warmup_steps=5, checkpoint_every=0, log_every=10),
+    train_saes(MemoryActs(acts), specs, TrainConfig(steps=40, batch_size=64, warmup_steps=5, checkpoint_every=0, log_every=10),
                tmp / "trained", progress=False)
     out = {n: tmp / "trained" / n for n in specs}
     saes = {

@@ -260,6 +260,17 @@ def train_tpp_probes(pool: PassagePool, ds: ProbeDataset, cfg: ScrTppConfig = Sc
     return TppProbes(ds, tasks, probes, clean)
 
 
+def tpp_scores(clean: dict[str, float], ablated: dict[str, float], target: str) -> dict[str, float]:
+    """TPP for one ablated class: the accuracy drop of its own probe (``tpp_intended``), the mean drop
+    of every other class's probe (``tpp_unintended``, 0 with no other class) and their difference
+    (``tpp_total``). ``clean`` / ``ablated``: each class's probe accuracy before / after ablating the
+    ``target`` class's top-N latents (SAE Bench's ``create_tpp_plotting_dict``, one class and N)."""
+    drops = {c: clean[c] - ablated[c] for c in clean}
+    others = [v for c, v in drops.items() if c != target]
+    unintended = float(np.mean(others)) if others else 0.0
+    return {"tpp_total": drops[target] - unintended, "tpp_intended": drops[target], "tpp_unintended": unintended}
+
+
 def run_tpp(saes: dict[str, Any], pool: PassagePool, datasets: Sequence[ProbeDataset] | None = None,
             cfg: ScrTppConfig = ScrTppConfig(), probes: Sequence[TppProbes] | None = None) -> pd.DataFrame:
     """TPP for every SAE, dataset, class and N.
@@ -284,16 +295,10 @@ def run_tpp(saes: dict[str, Any], pool: PassagePool, datasets: Sequence[ProbeDat
             for n in cfg.n_values:
                 for t in tp.tasks:
                     top = select_top_n(eff[t.name], min(n, d_sae))
-                    drops = {}
-                    for u in tp.tasks:
-                        a = _acc(tp.probes[u.name], ablate_pooled(X[u.test_idx], Z[u.test_idx], W, top), u.test_y)
-                        drops[u.name] = tp.clean[u.name] - a
-                    intended = drops[t.name]
-                    others = [v for k, v in drops.items() if k != t.name]
-                    unintended = float(np.mean(others)) if others else 0.0
+                    ablated = {u.name: _acc(tp.probes[u.name], ablate_pooled(X[u.test_idx], Z[u.test_idx], W, top), u.test_y)
+                               for u in tp.tasks}
                     rows.append({"sae": name, "dataset": tp.dataset.name, "class": t.name, "n": int(n),
-                                 "tpp_total": intended - unintended, "tpp_intended": intended,
-                                 "tpp_unintended": unintended, "n_ablated": int(len(top)),
+                                 **tpp_scores(tp.clean, ablated, t.name), "n_ablated": int(len(top)),
                                  "clean_acc": tp.clean[t.name]})
     df = pd.DataFrame(rows)
     if df.empty:

@@ -56,6 +56,13 @@ def init_weights(cfg: TopKSAEConfig | VSAEConfig, g: torch.Generator) -> tuple[t
     return w.clone(), w.t().contiguous()
 
 
+def working_precision(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 (bfloat16 / float16 inputs upcast), or float64 when it is float64: an SAE cast
+    with ``.double()`` then computes in float64 throughout (the precision check of ``tests/interop``);
+    float32 inputs are returned unchanged."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class SAEBase(nn.Module):
     """Shared parts of :class:`TopKSAE` and :class:`VSAE`."""
 
@@ -129,8 +136,9 @@ class SAEBase(nn.Module):
 
     @staticmethod
     def _vals_at(pre: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Pre-activations at idx as float32 (in bf16 mode: the bf16 matmul's values, upcast)."""
-        return pre.gather(1, idx).float()
+        """Pre-activations at idx as float32 (in bf16 mode: the bf16 matmul's values, upcast; an SAE
+        cast to float64 for a precision check keeps float64)."""
+        return pre.gather(1, idx).to(torch.promote_types(pre.dtype, torch.float32))
 
     def _encoder_out(self, x2, W, b, shift, pat: SparsePattern, vals, pen=None, dpen=None, dpen_scale=1.0):
         """Make the selected pre-activations ``vals`` (= pre at idx, computed without grad) and the

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import SAEBase, geometric_median  # noqa: F401 - geometric_median re-exported
+from .base import SAEBase, geometric_median, working_precision  # noqa: F401 - geometric_median re-exported
 from .config import SAEOutput, TopKSAEConfig
 from .kernels import SparsePattern, _relu_sq_penalty, _zero, topk_select
 
@@ -42,7 +42,7 @@ class TopKSAE(SAEBase):
     def _run(self, x, compute_loss, kl_scale=1.0, tokens_since_fired=None) -> SAEOutput:
         cfg = self.cfg
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.d_in).float()
+        x2 = working_precision(x.reshape(-1, self.d_in))
         n = x2.shape[0]
         W, b, shift = self.W_enc, self.b_enc, self._shift()
         want_grad = compute_loss and torch.is_grad_enabled() and cfg.l2_preact_coeff * kl_scale > 0

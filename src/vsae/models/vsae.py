@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .base import SAEBase
+from .base import SAEBase, working_precision
 from .config import SAEOutput, VSAEConfig
 from .kernels import SparsePattern, _relu_sq_penalty, _zero, topk_select
 
@@ -72,7 +72,7 @@ class VSAE(SAEBase):
         # [N, d_sae] tensors before the differentiable part runs on the selected latents only.
         cfg = self.cfg
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.d_in).float()
+        x2 = working_precision(x.reshape(-1, self.d_in))
         n = x2.shape[0]
         sample = self.training and cfg.var_mode != "fixed"
         want_grad = compute_loss and torch.is_grad_enabled() and cfg.kl_coeff * kl_scale > 0
