@@ -303,8 +303,7 @@ def require_tabulator() -> Path:
     return tabulator_dir()
 
 
-def _copy_tabulator(out: Path) -> None:
-    src = require_tabulator()
+def _copy_tabulator(src: Path, out: Path) -> None:
     dst = out / "tabulator"
     dst.mkdir(parents=True, exist_ok=True)
     for f in ("tabulator.min.js", "tabulator.min.css", "LICENSE"):
@@ -322,9 +321,10 @@ def write_browser(saes: Mapping[str, Any], lm, acts, out: str | Path, opts: Brow
     """
     if not saes:
         raise ValueError("no SAEs given")
+    tab = require_tabulator()  # first: a missing asset fails before any work or any file
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _copy_tabulator(out)  # first: a missing asset fails before any work
+    _copy_tabulator(tab, out)
     index = []
     for name, sae in saes.items():
         data = sae_data(name, sae, lm, acts, opts, stats=(stats or {}).get(name))
