@@ -326,6 +326,7 @@ def test_page_in_chromium(smoke_browser):
             assert ready["sae"] == "topk_k8" and ready["rows"] == topk["n_latents_shown"]
             rows = drv.execute_script("return document.querySelectorAll('#table .tabulator-row').length")
             assert rows > 0
+            drv.save_screenshot(str(SHOTS / "feature_browser_list.png"))
             panel = _open_latent(drv, latent)
             assert panel["title"] == f"topk_k8 · latent {latent}"
             assert panel["contexts"] == len(_latent(topk, latent)["contexts"]) and panel["peaks"] == panel["contexts"]

@@ -95,7 +95,7 @@
     table = new Tabulator("#table", {
       data: rows(data), index: "id", layout: "fitColumns", height: "72vh", selectableRows: 1,
       initialSort: [{ column: "density", dir: "desc" }], placeholder: "no latent matches the filters",
-      columns: columns(),
+      columnDefaults: { headerWordWrap: true }, columnHeaderVertAlign: "bottom", columns: columns(),
     });
     table.on("rowClick", (e, row) => show(row.getData().id, false));
     return new Promise((resolve) => table.on("tableBuilt", resolve));
@@ -132,7 +132,7 @@
     ]));
     return el("table", { class: "effects" }, [
       el("caption", { text: title }),
-      el("thead", {}, [el("tr", {}, [el("th", { text: "token" }), el("th", { text: "logit effect" }), el("th")])]),
+      el("thead", {}, [el("tr", {}, [el("th", { text: "token" }), el("th", { text: "effect" }), el("th")])]),
       el("tbody", {}, body)]);
   }
   function neighbourList(r) {
