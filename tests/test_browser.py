@@ -151,6 +151,12 @@ def test_nearest_latents_chunked_equals_unchunked():
     assert set(a[0].ravel()) <= set(lat)
 
 
+def test_latent_chunks_fit_the_memory_budget():
+    chunks = list(browser.latent_chunks(range(10), n_tokens=2**20, memory_mb=8))  # 2 latents of 4 MB each
+    assert [c.tolist() for c in chunks] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert [c.tolist() for c in browser.latent_chunks([3, 1], n_tokens=12, memory_mb=1)] == [[3, 1]]
+
+
 def test_cap_keeps_the_densest(hand_sae, lm, cache, one_thread):
     d = browser.sae_data("hand", hand_sae, lm, cache, browser.BrowserOptions(max_latents=2, n_contexts=1))
     assert [r["id"] for r in d["latents"]] == [0, 1]  # densities 5/12, then 3/12 (1 before 2 on the tie)
