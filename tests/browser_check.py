@@ -10,6 +10,7 @@ requests it tried are listed from Chromium's performance log.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -119,20 +120,34 @@ def _resolve_redirect(html_dir: Path, page: str) -> str:
     return urljoin(page, m.group(1).strip()) if m else page
 
 
-def check(html_dir: Path, pages: list[str], shots: Path) -> list[dict]:
-    """Return one record per page; raise AssertionError listing every broken image, traceback, raw TeX
-    and non-local request over all pages."""
-    html_dir = Path(html_dir).resolve()
-    shots.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def serve(html_dir: Path):
+    """A plain static server of ``html_dir`` on a free local port; yields its base URL (``http://127.0.0.1:P/``)."""
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):  # keep the test output readable
             pass
 
-    handler = functools.partial(Quiet, directory=str(html_dir))
+    handler = functools.partial(Quiet, directory=str(Path(html_dir).resolve()))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def check(html_dir: Path, pages: list[str], shots: Path) -> list[dict]:
+    """Return one record per page; raise AssertionError listing every broken image, traceback, raw TeX
+    and non-local request over all pages."""
+    html_dir = Path(html_dir).resolve()
+    shots.mkdir(parents=True, exist_ok=True)
+    with serve(html_dir) as base:
+        return _check(html_dir, pages, shots, base)
+
+
+def _check(html_dir: Path, pages: list[str], shots: Path, base: str) -> list[dict]:
     drv = _chrome()
     drv.set_script_timeout(MATHJAX_TIMEOUT_S)
     out, failures = [], []
@@ -167,7 +182,6 @@ def check(html_dir: Path, pages: list[str], shots: Path) -> list[dict]:
                 failures.append(f"{page}: requests to non-local hosts (the site must work offline): {external[:10]}")
     finally:
         drv.quit()
-        server.shutdown()
     assert not failures, "browser check failed:\n  " + "\n  ".join(failures)
     return out
 

