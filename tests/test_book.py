@@ -71,7 +71,10 @@ def test_smoke_outputs_show_no_machine_paths_or_warnings(smoke_book):
 
 def test_nbval_reproduces_tagged_outputs(smoke_book):
     nbs = [str(book.chapters_dir(PROFILE) / f"{c}.ipynb") for c in book.chapters()]
-    p = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+    # one notebook per xdist worker (--dist loadfile: a notebook's cells stay in order in one kernel); the
+    # re-execution reads the store only, and two kernels halve the wall time on two cores (measured 138 s)
+    p = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist", "loadfile",
+              "--nbval-lax", "--nbval-current-env",
               "--nbval-sanitize-with", str(REPO_ROOT / "tests" / "nbval_sanitize.cfg"), *nbs])
     assert p.returncode == 0, p.stdout[-4000:]
     assert " passed" in p.stdout
