@@ -137,3 +137,22 @@ def test_noise_vs_seeds_and_saturation():
     assert "every count has saturated" in verdicts.saturation_sentence({"A": 0.0})
     assert "lower bound" in verdicts.saturation_sentence({"A": 0.0, "B": 0.5})
     assert "1 of 1 runs" in verdicts.noise_sentence(core.noise_vs_seeds(metrics, noise, scores=("ce_loss_score",)))
+
+
+def test_one_log_softmax_per_run_is_bitwise_the_per_metric_ones():
+    """The CE and the KL of a run share one log-softmax, and the clean probabilities are exponentiated
+    once per batch: the same values, bit for bit, as a log-softmax per metric (of ``logits[:, :-1]``
+    for the CE) and an ``exp`` per SAE, which is what the scores were computed with before."""
+    import torch.nn.functional as F
+
+    from vsae.evals import downstream as D
+
+    g = torch.Generator().manual_seed(0)
+    clean, run = (4 * torch.randn(3, 16, 1000, generator=g) for _ in range(2))
+    tok = torch.randint(0, 1000, (3, 16), generator=g)
+    ce_before = -F.log_softmax(run[:, :-1].float(), dim=-1).gather(-1, tok[:, 1:, None]).squeeze(-1)
+    clean_logp = F.log_softmax(clean.float(), dim=-1)
+    kl_before = (clean_logp.exp() * (clean_logp - F.log_softmax(run.float(), dim=-1))).sum(-1)
+    logp = D._logp(run)
+    assert torch.equal(D._ce_per_token(logp, tok), ce_before)
+    assert torch.equal(D._kl_per_token(clean_logp.exp(), clean_logp, logp), kl_before)

@@ -60,14 +60,20 @@ def contexts_from_cache(cache, n_contexts: int) -> torch.Tensor:
     return torch.as_tensor(np.stack(out))
 
 
-def _ce_per_token(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    lp = F.log_softmax(logits[:, :-1].float(), dim=-1)
-    return -lp.gather(-1, tokens[:, 1:, None].to(lp.device)).squeeze(-1).cpu()
+def _ce_per_token(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy ``[B, T-1]`` from log-probabilities ``[B, T, V]``."""
+    return -logp[:, :-1].gather(-1, tokens[:, 1:, None].to(logp.device)).squeeze(-1).cpu()
 
 
-def _kl_per_token(clean_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    lp = F.log_softmax(logits.float(), dim=-1)
-    return (clean_logp.exp() * (clean_logp - lp)).sum(-1).cpu()
+def _kl_per_token(clean_p: torch.Tensor, clean_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """KL(clean || run) per position ``[B, T]``; ``clean_p = clean_logp.exp()``, computed once per batch."""
+    return (clean_p * (clean_logp - logp)).sum(-1).cpu()
+
+
+def _logp(logits: torch.Tensor) -> torch.Tensor:
+    """One float32 log-softmax per run, shared by its CE and its KL (row-wise, so the values are those
+    of a log-softmax of ``logits[:, :-1]`` alone, bit for bit)."""
+    return F.log_softmax(logits.float(), dim=-1)
 
 
 def _forward_fns(lm):
@@ -133,13 +139,14 @@ def downstream_metrics(
         ce_mask = metric_mask[:, :-1]
 
         clean, resid = clean_fn(tok)
-        clean_logp = F.log_softmax(clean.float(), dim=-1)
-        ce_clean = _ce_per_token(clean, tok)
+        clean_logp = _logp(clean)
+        clean_p = clean_logp.exp()
+        ce_clean = _ce_per_token(clean_logp, tok)
         del clean
-        zero = spliced_fn(tok, resid, torch.zeros_like(resid))
-        ce_zero = _ce_per_token(zero, tok)
-        kl_zero = _kl_per_token(clean_logp, zero)
-        del zero
+        zero_logp = _logp(spliced_fn(tok, resid, torch.zeros_like(resid)))
+        ce_zero = _ce_per_token(zero_logp, tok)
+        kl_zero = _kl_per_token(clean_p, clean_logp, zero_logp)
+        del zero_logp
         sums["ce_clean"] += float(ce_clean[ce_mask].double().sum())
         sums["ce_zero"] += float(ce_zero[ce_mask].double().sum())
         sums["kl_zero"] += float(kl_zero[metric_mask].double().sum())
@@ -152,9 +159,9 @@ def downstream_metrics(
         m = splice_mask.to(resid.device)[..., None]
         for name, sae in saes.items():
             x_hat = sae.decode(sae.encode(to_sae(sae, resid))).to(device=resid.device, dtype=resid.dtype)
-            logits = spliced_fn(tok, resid, torch.where(m, x_hat, resid))
-            ce_s = _ce_per_token(logits, tok)
-            kl_s = _kl_per_token(clean_logp, logits)
+            logp = _logp(spliced_fn(tok, resid, torch.where(m, x_hat, resid)))
+            ce_s = _ce_per_token(logp, tok)
+            kl_s = _kl_per_token(clean_p, clean_logp, logp)
             per[name]["ce_sae"] += float(ce_s[ce_mask].double().sum())
             per[name]["kl_sae"] += float(kl_s[metric_mask].double().sum())
             if per_context is not None:
@@ -162,7 +169,7 @@ def downstream_metrics(
                 for j in range(len(tok)):
                     per_context.append({"sae": name, "context": i + j, "ce_sae": ce_r[j], "kl_sae": kl_r[j],
                                         **{key: ctx[key][j] for key in ctx}})
-            del logits
+            del logp
     out = {}
     for name in saes:
         ce_clean = sums["ce_clean"] / max(n_ce, 1)
