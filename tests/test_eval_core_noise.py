@@ -148,8 +148,9 @@ def test_one_log_softmax_per_run_is_bitwise_the_per_metric_ones():
     from vsae.evals import downstream as D
 
     g = torch.Generator().manual_seed(0)
-    clean, run = (4 * torch.randn(3, 16, 1000, generator=g) for _ in range(2))
-    tok = torch.randint(0, 1000, (3, 16), generator=g)
+    V = 49_152  # SmolLM2's vocabulary: the offline book's row length
+    clean, run = (4 * torch.randn(2, 9, V, generator=g) for _ in range(2))
+    tok = torch.randint(0, V, (2, 9), generator=g)
     ce_before = -F.log_softmax(run[:, :-1].float(), dim=-1).gather(-1, tok[:, 1:, None]).squeeze(-1)
     clean_logp = F.log_softmax(clean.float(), dim=-1)
     kl_before = (clean_logp.exp() * (clean_logp - F.log_softmax(run.float(), dim=-1))).sum(-1)
