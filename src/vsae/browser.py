@@ -42,7 +42,6 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from . import interp
 
@@ -80,8 +79,10 @@ class BrowserOptions:
     right: int = 4
     #: tokens of the cache looked at (``None``: all)
     n_tokens: int | None = None
-    #: memory for one chunk of dense activations ``[n_tokens, chunk]`` (float32)
-    memory_mb: int = 256
+    #: memory for one chunk of dense activations ``[n_tokens, chunk]`` (float32); every chunk encodes
+    #: all the tokens again, so at the offline evaluation cache (327,680 tokens, d_sae 4608) 2 GB means
+    #: 3 encoder passes per SAE where 256 MB meant 23 (the outputs do not depend on it)
+    memory_mb: int = 2048
 
     def __post_init__(self) -> None:
         for f in ("n_contexts", "n_logits", "n_neighbours", "memory_mb"):
@@ -127,24 +128,19 @@ def nearest_latents(W_dec: torch.Tensor, latents: Sequence[int], k: int = 5, *, 
                     ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` latents among ``latents`` whose decoder rows are closest in cosine to each one's.
 
-    Cosines are computed ``chunk`` rows at a time (never the full ``m x m`` matrix), a latent is never
-    its own neighbour. Returns ``(ids [m, k'], cosines [m, k'])`` with ``k' = min(k, m - 1)``, rows in
-    the order of ``latents``, neighbours by decreasing cosine.
+    Cosines are computed ``chunk`` rows at a time (:func:`vsae.evals.core.top_cosines_to_others`), a
+    latent is never its own neighbour. Returns ``(ids [m, k'], cosines [m, k'])`` with
+    ``k' = min(k, m - 1)``, rows in the order of ``latents``, neighbours by decreasing cosine.
     """
+    from .evals.core import top_cosines_to_others
+
     lat = torch.as_tensor(np.asarray(latents, dtype=np.int64))
     m = int(lat.numel())
     kk = min(int(k), m - 1)
     if kk <= 0:
         return np.zeros((m, 0), np.int64), np.zeros((m, 0), np.float32)
-    Wn = F.normalize(torch.as_tensor(W_dec).detach().float().cpu()[lat], dim=-1)
-    ids, cos = np.empty((m, kk), np.int64), np.empty((m, kk), np.float32)
-    for a in range(0, m, chunk):
-        b = min(m, a + chunk)
-        s = Wn[a:b] @ Wn.T
-        s[torch.arange(b - a), torch.arange(a, b)] = float("-inf")
-        v, i = s.topk(kk, dim=-1)
-        ids[a:b], cos[a:b] = lat[i].numpy(), v.numpy()
-    return ids, cos
+    cos, i = top_cosines_to_others(torch.as_tensor(W_dec)[lat], kk, chunk)
+    return lat[i].numpy(), cos.numpy()
 
 
 # --------------------------------------------------------------------------------------------

@@ -131,17 +131,24 @@ def cosine_similarity(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num))
 
 
-def max_cosine_to_others(W: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """For each row of ``W`` [n, d], the largest cosine similarity with any *other* row."""
-    Wn = F.normalize(W.float(), dim=-1)
+def top_cosines_to_others(W: torch.Tensor, k: int, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row of ``W`` [n, d], the ``k`` largest cosine similarities with the *other* rows and
+    their row indices (``[n, k]`` each, by decreasing cosine), ``chunk`` rows at a time (never the
+    full ``n x n`` matrix). ``k`` must be at most ``n - 1``."""
+    Wn = F.normalize(W.detach().float().cpu(), dim=-1)
     n = Wn.shape[0]
-    out = torch.empty(n)
+    vals, idx = torch.empty(n, k), torch.empty(n, k, dtype=torch.long)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
         s = Wn[a:b] @ Wn.T
         s[torch.arange(b - a), torch.arange(a, b)] = float("-inf")
-        out[a:b] = s.max(dim=1).values
-    return out
+        vals[a:b], idx[a:b] = s.topk(k, dim=1)
+    return vals, idx
+
+
+def max_cosine_to_others(W: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """For each row of ``W`` [n, d], the largest cosine similarity with any *other* row."""
+    return top_cosines_to_others(W, 1, chunk)[0][:, 0]
 
 
 # --------------------------------------------------------------------------------------------

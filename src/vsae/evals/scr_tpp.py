@@ -95,15 +95,20 @@ def select_top_n(effects: np.ndarray, n: int) -> np.ndarray:
     return np.argsort(-effects, kind="stable")[:k]
 
 
-def ablate_pooled(pooled_resid: np.ndarray, pooled_codes: np.ndarray, W_dec: np.ndarray, latents) -> np.ndarray:
-    """Mean-pooled residual after zero-ablating ``latents`` with the SAE error term kept."""
+def ablate_pooled(pooled_resid: np.ndarray, pooled_codes: np.ndarray, W_dec: np.ndarray, latents,
+                  rows=None) -> np.ndarray:
+    """Mean-pooled residual after zero-ablating ``latents`` with the SAE error term kept; of the
+    passages ``rows`` only when given (``ablate_pooled(X, Z, W, L, rows)`` equals
+    ``ablate_pooled(X[rows], Z[rows], W, L)`` without copying whole rows of the codes)."""
+    resid = pooled_resid if rows is None else np.asarray(pooled_resid)[rows]
     latents = np.asarray(latents, dtype=int)
     if latents.size == 0:
-        return np.asarray(pooled_resid, np.float32)
-    # select the ablated columns / rows before widening to float64 (exact either way: float32 -> float64
-    # is lossless), so a call costs O(n * |latents|) instead of converting the whole [n, d_sae] codes
-    codes = np.asarray(pooled_codes)[:, latents].astype(np.float64)
-    return (np.asarray(pooled_resid, np.float64) - codes @ np.asarray(W_dec)[latents].astype(np.float64)).astype(np.float32)
+        return np.asarray(resid, np.float32)
+    # select the ablated entries before widening to float64 (exact either way: float32 -> float64 is
+    # lossless), so a call costs O(n * |latents|) instead of converting the whole [n, d_sae] codes
+    Z = np.asarray(pooled_codes)
+    codes = (Z[:, latents] if rows is None else Z[np.ix_(np.asarray(rows), latents)]).astype(np.float64)
+    return (np.asarray(resid, np.float64) - codes @ np.asarray(W_dec)[latents].astype(np.float64)).astype(np.float32)
 
 
 def scr_score(ablated_acc: float, biased_acc: float, oracle_acc: float) -> float:
@@ -218,7 +223,7 @@ def run_scr(saes: dict[str, Any], pool: PassagePool, pairs: Sequence[ScrPair] | 
                 for dr in (1, 2):
                     top = select_top_n(eff[dr], min(n, d_sae))
                     idx, y, oracle, biased = evald[dr]
-                    a = _acc(pr.probes["biased"], ablate_pooled(X[idx], Z[idx], W, top), y)
+                    a = _acc(pr.probes["biased"], ablate_pooled(X, Z, W, top, rows=idx), y)
                     r[f"scr_dir{dr}"] = scr_score(a, biased, oracle)
                     r[f"ablated_acc_dir{dr}"] = a
                     r[f"n_ablated_dir{dr}"] = int(len(top))
@@ -300,7 +305,7 @@ def run_tpp(saes: dict[str, Any], pool: PassagePool, datasets: Sequence[ProbeDat
             for n in cfg.n_values:
                 for t in tp.tasks:
                     top = select_top_n(eff[t.name], min(n, d_sae))
-                    ablated = {u.name: _acc(tp.probes[u.name], ablate_pooled(X[u.test_idx], Z[u.test_idx], W, top), u.test_y)
+                    ablated = {u.name: _acc(tp.probes[u.name], ablate_pooled(X, Z, W, top, rows=u.test_idx), u.test_y)
                                for u in tp.tasks}
                     rows.append({"sae": name, "dataset": tp.dataset.name, "class": t.name, "n": int(n),
                                  **tpp_scores(tp.clean, ablated, t.name), "n_ablated": int(len(top)),
