@@ -74,7 +74,7 @@ final[final.seed == ex.profile.main_seed].drop(columns="seed").round(4)
 # Over all seeds (mean ± 95% t-interval):
 
 # %%
-stats.runs_ci_table(final.assign(run=final.architecture.map(paper.ARCH_LABEL) + " k=" + final.k.astype(str)), "run",
+stats.runs_ci_table(final.assign(run=paper.run_label(final, "k")), "run",
                     ["mse", "l0", "ev", "frac_inactive"])
 
 # %%

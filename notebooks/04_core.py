@@ -70,7 +70,7 @@ paper_core.round(4)
 # %%
 variants = ex.seed_variants()
 core = ex.core(variants)
-metrics = core["metrics"].assign(run=lambda d: d.architecture.map(paper.ARCH_LABEL) + " k=" + d.sae_k.astype(str),
+metrics = core["metrics"].assign(run=paper.run_label,
                                  k=lambda d: d.sae_k)
 cols = ["kl_div_score", "ce_loss_score", "explained_variance_saebench", "explained_variance", "cossim", "l0", "frac_alive"]
 

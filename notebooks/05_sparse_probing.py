@@ -61,7 +61,7 @@ probing = ex.sparse_probing(variants)
 summary = summarise_sparse_probing(probing)
 summary = summary.merge(probing[["sae", "architecture", "sae_k", "seed"]].drop_duplicates(), on="sae")
 summary = summary.rename(columns={f"preservation_top_{k}": f"top_{k}_preservation" for k in (1, 2, 5)})
-summary["run"] = summary.architecture.map(paper.ARCH_LABEL) + " k=" + summary.sae_k.astype(str)
+summary["run"] = paper.run_label(summary)
 cols = ["sae_test_accuracy", "preservation", "sae_top_1_test_accuracy", "top_1_preservation",
         "sae_top_2_test_accuracy", "top_2_preservation", "sae_top_5_test_accuracy", "top_5_preservation"]
 
@@ -73,7 +73,7 @@ stats.runs_ci_table(summary, "run", cols)
 
 # %%
 pp = paper.paper_results("sparse_probing")
-pp["sae"] = pp.architecture.map(paper.ARCH_LABEL) + " k=" + pp.k.astype(str)
+pp["sae"] = paper.run_label(pp, "k")
 pp.pivot(index="metric", columns="sae", values="value").loc[cols].round(4)
 
 # %% [markdown]
@@ -100,7 +100,7 @@ plotting.savefig(fig, "sparse_probing")
 
 # %%
 top1 = probing[(probing.dataset != "ALL") & (probing.k == 1)]
-top1 = top1.assign(run=top1.architecture.map(paper.ARCH_LABEL) + " k=" + top1.sae_k.astype(str))
+top1 = top1.assign(run=paper.run_label)
 top1.pivot_table(index="task", columns="run", values="accuracy")[list(summary.run.unique())].round(3)
 
 # %% [markdown]

@@ -42,7 +42,6 @@ seeds = None
 
 # %%
 import pandas as pd
-from IPython.display import Markdown, display
 
 from vsae import chapter, paper, plotting, stats, verdicts
 from vsae.evals.scr_tpp import scr_saebench
@@ -54,9 +53,9 @@ tasks = ex.tasks()
 tasks[tasks.kind == "scr"][["task", "classes", "n_train", "n_test", "description"]]
 
 # %%
-variants = [v for v in ex.seed_variants() if v.k in sorted(ex.profile.k_values)[-2:]]
+variants = ex.ablation_variants()
 scr = ex.scr(variants)
-scr["run"] = scr.architecture.map(paper.ARCH_LABEL) + " k=" + scr.sae_k.astype(str)
+scr["run"] = paper.run_label(scr)
 checks = scr[scr.pair != "ALL"].groupby("pair")[["target_probe_acc", "spurious_probe_acc", "biased_probe_acc",
                                                   "biased_on_target", "biased_on_spurious", "oracle_margin",
                                                   "margin_ok", "selected_dir"]].first()
@@ -92,7 +91,7 @@ stats.ci_table(scr_all, "n", "run", "scr_metric")
 
 # %%
 ps = paper.paper_results("scr")
-ps["sae"] = ps.architecture.map(paper.ARCH_LABEL) + " k=" + ps.k.astype(str)
+ps["sae"] = paper.run_label(ps, "k")
 ps.pivot(index="n_ablated", columns="sae", values="value").round(4)
 
 # %% [markdown]

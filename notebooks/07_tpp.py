@@ -47,9 +47,9 @@ tasks = ex.tasks()
 tasks[tasks.kind == "tpp"][["task", "classes", "n_train", "n_test", "description"]]
 
 # %%
-variants = [v for v in ex.seed_variants() if v.k in sorted(ex.profile.k_values)[-2:]]
+variants = ex.ablation_variants()
 tpp = ex.tpp(variants)
-tpp["run"] = tpp.architecture.map(paper.ARCH_LABEL) + " k=" + tpp.sae_k.astype(str)
+tpp["run"] = paper.run_label(tpp)
 tpp_all = tpp[(tpp.dataset == "ALL") & (tpp["class"] == "ALL")]
 
 # %% [markdown]
@@ -66,7 +66,7 @@ stats.runs_ci_table(tpp_all, ["run", "n"], ["tpp_total", "tpp_intended", "tpp_un
 
 # %%
 pt = paper.paper_results("tpp")
-pt["sae"] = pt.architecture.map(paper.ARCH_LABEL) + " k=" + pt.k.astype(str)
+pt["sae"] = paper.run_label(pt, "k")
 pt.pivot_table(index="n_ablated", columns=["sae", "metric"], values="value").round(4)
 
 # %% [markdown]

@@ -50,10 +50,9 @@ variants = ex.seed_variants()
 core = ex.core(variants)["metrics"]
 probing = ex.sparse_probing(variants)
 ps = summarise_sparse_probing(probing).merge(probing[["sae", "architecture", "sae_k", "seed"]].drop_duplicates(), on="sae")
-top2 = [v for v in variants if v.k in sorted(ex.profile.k_values)[-2:]]
-scr = scr_saebench(ex.scr(top2))
+scr = scr_saebench(ex.scr(ex.ablation_variants()))
 scr = scr[scr.pair == "ALL"]
-tpp = ex.tpp(top2)
+tpp = ex.tpp(ex.ablation_variants())
 tpp = tpp[(tpp.dataset == "ALL") & (tpp["class"] == "ALL")]
 ours = verdicts.run_table(core, ps, scr, tpp)
 theirs = verdicts.run_table(**paper.run_tables())

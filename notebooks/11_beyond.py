@@ -32,14 +32,13 @@ seeds = None
 budget_fraction = 0.25
 
 # %%
-import pandas as pd
 from IPython.display import Markdown, display
 
 from vsae import chapter, plotting, stats, verdicts
-from vsae.params import Param
+from vsae import params as param_specs
 
 ex, params, timer = chapter.start("11_beyond", globals(), {
-    "budget_fraction": Param(float, min=0.01, max=1.0, help="fraction of the headline training steps"),
+    "budget_fraction": param_specs.BUDGET_FRACTION,
 })
 beyond = ex.beyond(budget_fraction)
 k, groups, unique, summary = beyond

@@ -47,11 +47,11 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from vsae import attribution, chapter, design, plotting, stats
-from vsae.params import Param
+from vsae import params as param_specs
 from vsae.training import auto_lr
 
 ex, params, timer = chapter.start("12_attribution", globals(), {
-    "budget_fraction": Param(float, min=0.01, max=1.0, help="fraction of the headline training steps"),
+    "budget_fraction": param_specs.BUDGET_FRACTION,
 })
 k = ex.showcase_k()
 lad, table = ex.ladder(budget_fraction, k=k, ablation_seeds=ex.profile.seeds)

@@ -101,6 +101,49 @@ def test_site_rendered_and_browser_check(smoke_book, tmp_path):
         assert r["mathjax"] == "typeset" and r["maths"] > 0, f"{r['page']}: its maths should be typeset: {r}"
 
 
+def test_feature_browser_in_the_site(smoke_book):
+    """The build writes the feature browser of chapter 08's pair; the site serves it at browser/, linked
+    from book/browser.html, and it opens in Chromium (when installed) with every alive latent listed."""
+    from vsae import browser
+    from vsae.pipeline import Experiment
+
+    summary = json.loads((smoke_book / "browser" / browser.BOOK_SUMMARY).read_text())
+    ex = Experiment(PROFILE)
+    pair = browser.book_pair(ex)
+    assert [r["sae"] for r in summary["saes"]] == [v.name for v in pair]
+    assert sorted(v.architecture for v in pair) == ["topk", "vsae"] and {v.k for v in pair} == {ex.showcase_k()}
+    for r in summary["saes"]:
+        d = browser.load_data(smoke_book / "browser" / f"data_{browser.slug(r['sae'])}.js")
+        assert d["n_latents_shown"] == d["n_alive"] == r["n_alive"] > 0
+        assert d["n_tokens"] == summary["n_tokens"] == len(ex.eval_acts)
+    page = (smoke_book / "book" / "browser.html").read_text()
+    assert 'href="../browser/index.html"' in page
+    import shutil
+
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which("chromedriver"):
+        pytest.skip("chromium and chromedriver are not installed (`make browser`)")
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from browser_check import _chrome, serve
+
+    drv = _chrome()
+    try:
+        with serve(smoke_book) as base:
+            drv.get(base + "book/browser.html")
+            drv.find_element("css selector", 'a[href="../browser/index.html"]').click()
+            t0 = time.time()
+            ready = None
+            while time.time() - t0 < 20 and not ready:
+                ready = drv.execute_script("return window.VSAE_READY")
+                time.sleep(0.05)
+            assert ready, "the feature browser never became ready"
+            assert ready["sae"] == pair[0].name and ready["rows"] == summary["saes"][0]["n_shown"]
+            shots = STAGE / "_build" / "screenshots"
+            shots.mkdir(parents=True, exist_ok=True)
+            drv.save_screenshot(str(shots / "book_feature_browser.png"))
+    finally:
+        drv.quit()
+
+
 def test_bad_parameter_is_refused_before_work(tmp_path):
     import papermill as pm
 

@@ -286,6 +286,8 @@ def test_build_prints_progress_and_writes_the_record(tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(book, "execute", fake_execute)
     monkeypatch.setattr(book, "site", lambda profile: tmp_path / "index.html")
+    browsers = []
+    monkeypatch.setattr(book, "write_browser", lambda profile, device: browsers.append((profile, device)))
     buildlog.write_record("smoke", {"chapters": [{"chapter": "01_a", "seconds": 60.0}, {"chapter": "02_b", "seconds": 60.0},
                                               {"chapter": "03_c", "seconds": 60.0}]})
     book.build("smoke")
@@ -297,6 +299,8 @@ def test_build_prints_progress_and_writes_the_record(tmp_path, monkeypatch, caps
     assert rec["complete"] and rec["finished"] and rec["commit"] == seen[0]
     assert [r["chapter"] for r in rec["chapters"]] == names
     assert rec["peak_rss_build_mb"] > 0 and rec["site_seconds"] is not None
+    # the feature browser is written once, after the chapters, before the site
+    assert browsers == [("smoke", "cpu")] and rec["browser_seconds"] is not None and "feature browser" in out
 
 
 def test_chapter_command_succeeds_on_a_partial_stage(tmp_path, monkeypatch, capsys):

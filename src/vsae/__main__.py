@@ -17,6 +17,8 @@ Commands::
                                                         write every per-seed result table as CSV / Parquet
     browser   SAE_DIR [SAE_DIR ...] --out OUT [--profile P] [--device D] [--contexts N] [--max-latents M]
               [--n-tokens N]                           write a static feature browser (vsae.browser)
+    convergence [--profile P] [--device D] [--k K] [--seeds S,S] [--n-train-tokens N] [--out DIR]
+                                                        TopK vs vSAE at the headline and the paper's budget
 
 A command is added to :data:`COMMANDS` as ``name: (add_arguments, run)`` and a line in :data:`HELP`.
 """
@@ -285,6 +287,52 @@ def _browser(a: argparse.Namespace) -> int:
     return 0
 
 
+# -- convergence --------------------------------------------------------------------------------
+def _convergence_args(p: argparse.ArgumentParser) -> None:
+    from .design import PAPER_TRAIN_TOKENS
+
+    p.add_argument("--profile", default="offline")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--k", type=int, default=None, help="TopK k (default: the profile's showcase k)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
+    p.add_argument("--n-train-tokens", type=int, default=PAPER_TRAIN_TOKENS,
+                   help=f"training tokens of the cache (default: the paper's {PAPER_TRAIN_TOKENS:,}); "
+                        "the long budget is this over the batch size")
+    p.add_argument("--out", default=None, help="folder for core.csv, logs.csv, comparison.csv")
+
+
+def _convergence(a: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from .convergence import budget_sentence, budget_wide
+    from .hub import HubUnavailableError
+    from .pipeline import Experiment
+
+    t0 = time.time()
+    try:
+        seeds = [int(x) for x in a.seeds.split(",")] if a.seeds else None
+        ex = Experiment(a.profile, a.device)
+        res = ex.convergence(k=a.k, seeds=seeds, n_train_tokens=a.n_train_tokens)
+    except (FileNotFoundError, ValueError) as e:
+        return _error(e, 1)
+    except HubUnavailableError as e:
+        return _error(e, 2)
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(budget_wide(res["comparison"]).to_string())
+    print(budget_sentence(res["comparison"], "headline", "paper"))
+    if a.out:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("core", "logs", "comparison"):
+            res[name].to_csv(out / f"{name}.csv", index=False)
+        print(f"tables: {out}/{{core,logs,comparison}}.csv")
+    print(f"convergence: {len(res['core'])} SAEs at {res['core'].steps.nunique()} budgets in {time.time() - t0:.0f} s")
+    return 0
+
+
 COMMANDS.update({
     "fetch": (_fetch_args, _fetch),
     "assets": (_assets_args, _assets),
@@ -296,6 +344,7 @@ COMMANDS.update({
     "export": (_export_args, _export),
     "tables": (_tables_args, _tables),
     "browser": (_browser_args, _browser),
+    "convergence": (_convergence_args, _convergence),
 })
 
 HELP = {
@@ -307,6 +356,7 @@ HELP = {
     "hub": "check whether the Hugging Face Hub is reachable (3 s)",
     "train": "train the profile's headline SAEs (all seeds) into the store; prints their folders",
     "export": "export a saved SAE for SAELens or SAE Bench",
+    "convergence": "TopK vs vSAE at the headline and the paper's training budget (trains what is missing)",
     "tables": "write every per-seed result table of a profile as CSV / Parquet with a schema",
     "browser": "write a static, offline feature browser of saved SAEs (e.g. a TopK SAE and a vSAE)",
 }

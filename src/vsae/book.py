@@ -12,6 +12,7 @@ Command line (what the Makefile calls)::
     python -m vsae.book chapter 04_core --profile offline [--allow-dirty] -- -p k_values "[128]" -p kl_coeff 0.1
     python -m vsae.book site    --profile offline
     python -m vsae.book verify  --profile offline
+    python -m vsae.book browser --profile offline    # (re)write the feature browser (build does it too)
 
 Provenance: the default profile writes the committed chapters, so ``build`` and ``chapter`` refuse to
 run it from a git tree whose tracked sources are modified (commit or stash first; the build's own
@@ -23,7 +24,8 @@ so at the end. Staged profiles (``smoke``, ``paper``) run from any tree and reco
 
 Progress: before each chapter ``build`` prints ``chapter i/n NAME · elapsed · est. remaining`` (estimated
 from the previous build's per-chapter times), at the end a per-chapter wall-time table and the peak
-RSS of the build and of its kernels; the record goes to ``$VSAE_HOME/timings/<profile>/build.json``
+RSS of the build and of its kernels; after the chapters it writes the feature browser of chapter 08's pair
+(:func:`write_browser`; the site serves it at ``browser/``, linked from ``book/browser.md``). The record goes to ``$VSAE_HOME/timings/<profile>/build.json``
 (:func:`vsae.report.build_record`).
 """
 
@@ -226,9 +228,26 @@ def site(profile: str, strict: bool = True) -> Path:
         cmd += ["-W", "-n", "--keep-going"]
     print("[vsae.book] " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
+    from .browser import publish
+
+    publish(root, profile)  # the feature browser (book/browser.md links it), or a page saying how to build it
     index = root / "_build" / "html" / "index.html"
     print(f"[vsae.book] site: {index}")
     return index
+
+
+def write_browser(profile: str, device: str = "cpu") -> dict:
+    """Write the book's feature browser (:func:`vsae.browser.write_book_browser`) under the profile's
+    stage root, where :func:`site` picks it up; print and return its summary."""
+    from .browser import BOOK_BROWSER_DIR, write_book_browser
+    from .pipeline import Experiment
+
+    out = stage_root(profile) / BOOK_BROWSER_DIR
+    print(f"[vsae.book] writing the feature browser -> {rel_path(out)}", flush=True)
+    s = write_book_browser(Experiment(profile, device), out)
+    shown = ", ".join(f"{r['sae']}: {r['n_shown']:,} of {r['d_sae']:,} latents" for r in s["saes"])
+    print(f"[vsae.book] feature browser: {shown}; {s['bytes'] / 1e6:.1f} MB in {s['seconds']:.0f} s", flush=True)
+    return s
 
 
 def build(profile: str, device: str = "cpu", allow_dirty: bool = False) -> Path:
@@ -241,7 +260,7 @@ def build(profile: str, device: str = "cpu", allow_dirty: bool = False) -> Path:
     previous = previous_times(profile)
     rec = {"profile": profile, "device": device, "commit": commit, "host": platform.node(),
            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "finished": None, "complete": False,
-           "chapters": [], "chapters_seconds": 0.0, "site_seconds": None, "total_seconds": 0.0,
+           "chapters": [], "chapters_seconds": 0.0, "browser_seconds": None, "site_seconds": None, "total_seconds": 0.0,
            "peak_rss_build_mb": 0.0, "peak_rss_kernels_mb": 0.0, "tree_changed": None}
     print(f"[vsae.book] building {len(names)} chapters, profile {profile}, commit {commit}", flush=True)
     done: dict[str, float] = {}
@@ -265,6 +284,10 @@ def build(profile: str, device: str = "cpu", allow_dirty: bool = False) -> Path:
                                 "kernels_peak_rss_mb": round(maxrss_mb(resource.RUSAGE_CHILDREN), 1)})
         changed = changed or tree_change(before, tree_snapshot())
         update()
+    t = time.time()
+    write_browser(profile, device)
+    rec["browser_seconds"] = round(time.time() - t, 1)
+    update()
     t = time.time()
     index = site(profile)
     rec["site_seconds"] = round(time.time() - t, 1)
@@ -300,11 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vsae.book", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for c in ("build", "site", "verify", "chapter"):
+    for c in ("build", "site", "verify", "chapter", "browser"):
         p = sub.add_parser(c)
         p.add_argument("--profile", default=DEFAULT_PROFILE)
-        if c in ("build", "chapter"):
+        if c in ("build", "chapter", "browser"):
             p.add_argument("--device", default="cpu")
+            if c == "browser":
+                continue
             p.add_argument("--allow-dirty", action="store_true",
                            help=f"run the {DEFAULT_PROFILE} profile (committed chapters) from a modified git tree; "
                                 "the chapters then record <sha>+dirty")
@@ -324,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         build(a.profile, a.device, a.allow_dirty)
     elif a.cmd == "site":
         site(a.profile)
+    elif a.cmd == "browser":
+        write_browser(a.profile, a.device)
     elif a.cmd == "verify":
         return verify(a.profile)
     elif a.cmd == "chapter":

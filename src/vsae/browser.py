@@ -389,3 +389,89 @@ def browser_from_dirs(sae_dirs: Sequence[str | Path], out: str | Path, *, profil
     check_profile(saes, ex.profile.lm, ex.profile.hook_name)
     title = f"Feature browser: {', '.join(saes)} ({ex.profile.lm}, {ex.profile.hook_name}, profile {profile})"
     return write_browser(saes, ex.lm, ex.eval_acts, out, opts, title=title)
+
+
+# --------------------------------------------------------------------------------------------
+# the book's browser (written by ``python -m vsae.book build``, linked from book/browser.md)
+# --------------------------------------------------------------------------------------------
+#: where the book's browser is written under a profile's stage root, and where the site serves it
+#: (``_build/html/browser/``; the narrative page ``book/browser.md`` links ``../browser/index.html``)
+BOOK_BROWSER_DIR = Path("_build") / "browser"
+SITE_BROWSER_DIR = Path("_build") / "html" / "browser"
+#: the summary the book's browser writes beside its page (what is in it, what it cost)
+BOOK_SUMMARY = "browser.json"
+
+
+def book_pair(ex) -> list:
+    """The SAEs of the book's browser: the feature chapter's pair (TopK SAE and vSAE at
+    :meth:`~vsae.pipeline.Experiment.showcase_k`, main seed), so the browser shows every latent of the
+    two SAEs whose hand-picked latents chapter 08 shows."""
+    k = ex.showcase_k()
+    return [v for v in ex.headline_variants() if v.k == k]
+
+
+def write_book_browser(ex, out: str | Path, opts: BrowserOptions = BrowserOptions()) -> dict:
+    """Write the browser of :func:`book_pair` into ``out`` and its summary ``out/browser.json``.
+
+    ``ex``: the profile's :class:`~vsae.pipeline.Experiment`. The pair is read from the store (trained
+    only if missing, as any chapter would). Returns the summary: one row per SAE (latents alive and
+    shown, data-file bytes) plus the tokens looked at, total bytes and seconds.
+    """
+    import time
+
+    t0 = time.time()
+    require_tabulator()
+    pair = book_pair(ex)
+    saes = ex.train(pair, progress=False)
+    title = (f"Feature browser: the feature chapter's TopK SAE and vSAE at k = {ex.showcase_k()} "
+             f"({ex.profile.lm}, {ex.profile.hook_name}, profile {ex.profile.name})")
+    out = Path(out)
+    # written next to ``out`` and swapped in whole: a killed run leaves the previous browser as it was
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    write_browser(saes, ex.lm, ex.eval_acts, tmp, opts, title=title)
+    rows = []
+    for v in pair:
+        d = load_data(tmp / f"data_{slug(v.name)}.js")
+        rows.append({"sae": v.name, "architecture": v.architecture, "k": v.k, "d_sae": d["d_sae"],
+                     "n_alive": d["n_alive"], "n_shown": d["n_latents_shown"],
+                     "bytes": (tmp / f"data_{slug(v.name)}.js").stat().st_size})
+    summary = {"profile": ex.profile.name, "n_tokens": int(_cache_tokens(ex.eval_acts, opts.n_tokens)),
+               "options": asdict(opts), "saes": rows, "bytes": folder_bytes(tmp),
+               "seconds": round(time.time() - t0, 1)}
+    (tmp / BOOK_SUMMARY).write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return summary
+
+
+#: the page the site serves at ``browser/`` when no browser was written (``make site`` on its own)
+PLACEHOLDER = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Feature browser: not built</title>
+</head><body style="font-family: sans-serif; max-width: 42em; margin: 3em auto; line-height: 1.5">
+<h1>Feature browser: not built</h1>
+<p>The feature browser of this book is written by <code>make book</code> (<code>python -m vsae.book build
+--profile {profile}</code>) once its chapters have trained the SAEs, or on its own by
+<code>python -m vsae.book browser --profile {profile}</code>. This site was rendered without it.</p>
+<p>For any saved SAEs: <code>python -m vsae browser SAE_DIR [SAE_DIR ...] --out OUT</code>.</p>
+</body></html>
+"""
+
+
+def publish(root: str | Path, profile: str) -> Path:
+    """Copy the browser written under ``root/_build/browser`` into the rendered site
+    (``root/_build/html/browser``), or a page saying how to build it when there is none; return the
+    site's ``browser/index.html``."""
+    root = Path(root)
+    src, dst = root / BOOK_BROWSER_DIR, root / SITE_BROWSER_DIR
+    if dst.exists():
+        shutil.rmtree(dst)
+    if (src / "index.html").exists():
+        shutil.copytree(src, dst)
+    else:
+        dst.mkdir(parents=True)
+        (dst / "index.html").write_text(PLACEHOLDER.format(profile=html.escape(profile)), encoding="utf-8")
+        print(f"[vsae.book] no feature browser under {BOOK_BROWSER_DIR} (profile {profile}): the site links a page "
+              f"saying how to build it (python -m vsae.book browser --profile {profile})", flush=True)
+    return dst / "index.html"

@@ -66,6 +66,8 @@ def timing_table(rec: dict) -> str:
     rows = [f"{'chapter':<22}{'wall':>10}{'kernels peak RSS':>20}"]
     for r in rec["chapters"]:
         rows.append(f"{r['chapter']:<22}{r['seconds']:>8.0f} s{r['kernels_peak_rss_mb'] / 1024:>17.2f} GB")
+    if rec.get("browser_seconds") is not None:
+        rows.append(f"{'feature browser':<22}{rec['browser_seconds']:>8.0f} s")
     if rec.get("site_seconds") is not None:
         rows.append(f"{'site (jupyter-book)':<22}{rec['site_seconds']:>8.0f} s")
     rows.append(f"{'total':<22}{_fmt_min(rec['total_seconds']):>10}   peak RSS: build "

@@ -9,6 +9,7 @@ functions return.
 - :func:`headline_variants` / :func:`seed_variants`: the paper's eight runs (TopK and vSAE at each k),
   at one or every seed of the profile;
 - :func:`beyond_variants`: the controlled runs of the "beyond the paper" chapter, grouped by question;
+- :func:`convergence_variants`: TopK and vSAE at the headline and the paper's training budget;
 - :func:`showcase_k`: the one k that single-k chapters and controls use.
 """
 
@@ -113,6 +114,33 @@ def beyond_variants(profile: Profile, d_in: int, d_sae: int, k: int, budget_frac
         "auxk": [topk, tk(f"TopK + AuxK (dead after {dead:,} tokens)", dead_tokens_threshold=dead)],
         "kl_sweep": [code if w == p.kl_coeff else vs(f"vSAE KL weight {w:g}", kl_coeff=w) for w in kl_weights],
     }
+
+
+#: the paper's training budget: 10,001 steps of 192 tokens (the authors' training script: total_steps=10001)
+PAPER_STEPS = 10_001
+PAPER_TRAIN_TOKENS = PAPER_STEPS * 192
+
+
+def convergence_variants(profile: Profile, d_in: int, d_sae: int, k: int, budgets: dict[str, int],
+                         seeds=None) -> list[Variant]:
+    """TopK and vSAE at ``k`` trained for each budget of ``budgets`` (label -> steps), at every seed
+    (default: the profile's), all on one training cache: the runs that say whether the headline budget's
+    conclusions hold at the paper's. Named ``topk_k256_<label>[_s43]``; ``role["budget"]`` is the label,
+    ``role["steps"]`` the steps. The learning-rate schedule (warm-up, decay at 80%) scales with the steps,
+    as the trainer defines it."""
+    p = profile
+    seeds = list(p.seeds if seeds is None else seeds)
+    out = []
+    for label, steps in budgets.items():
+        for seed in seeds:
+            sfx = "" if seed == p.main_seed else f"_s{seed}"
+            tr = {"steps": int(steps), "seed": int(seed)}
+            role = {"budget": label, "steps": int(steps)}
+            out.append(Variant(sae_name("topk", k, f"_{label}{sfx}"), TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, seed=seed),
+                               dict(tr), dict(role)))
+            out.append(Variant(sae_name("vsae", k, f"_{label}{sfx}"),
+                               VSAEConfig(d_in=d_in, d_sae=d_sae, k=k, seed=seed, kl_coeff=p.kl_coeff), dict(tr), dict(role)))
+    return out
 
 
 def ablation_ks(profile: Profile) -> list[int]:

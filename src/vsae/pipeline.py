@@ -167,6 +167,35 @@ class Experiment:
                                                   "tpp_unintended_20", "scr_best"]].astype(float).to_dict(),
                               **probe.loc[v.name, pcols].astype(float).to_dict()} for v in runs])
 
+    def convergence(self, k: int | None = None, seeds=None, n_train_tokens: int = design.PAPER_TRAIN_TOKENS,
+                    budgets: dict[str, int] | None = None) -> dict[str, pd.DataFrame]:
+        """TopK and vSAE at ``k`` (default :meth:`showcase_k`) trained for the headline budget and the
+        paper's (:func:`vsae.design.convergence_variants`), at every seed, on one cache of
+        ``n_train_tokens`` training tokens (default the paper's 1.92M), then the core metrics.
+
+        The runs use an Experiment of this profile with ``n_train_tokens`` replaced (same store, same
+        evaluation tokens), so they are stored and resumed like any other. ``budgets``: label -> steps;
+        default ``{"headline": profile.steps, "paper": n_train_tokens // batch_size}``. Returns tables
+        ``core`` (one row per run: ``budget``, ``steps``, ``seed``, the core metrics), ``logs`` (the
+        training logs with ``budget``), ``comparison`` (:func:`vsae.convergence.budget_comparison`).
+        """
+        from .convergence import budget_comparison
+
+        k = self.showcase_k() if k is None else int(k)
+        sub = Experiment(dataclasses.replace(self.profile, n_train_tokens=int(n_train_tokens)), self.device, self.store)
+        budgets = budgets or {"headline": self.profile.steps, "paper": sub.profile.steps}
+        too_long = {b: s for b, s in budgets.items() if s * self.profile.batch_size > n_train_tokens}
+        if too_long:
+            raise ValueError(f"budgets {too_long} need more than the {n_train_tokens:,} training tokens: "
+                             f"raise n_train_tokens to at least {max(too_long.values()) * self.profile.batch_size:,}")
+        runs = design.convergence_variants(sub.profile, sub.d_model, sub.d_sae, k, budgets, seeds)
+        core = sub.core(runs)["metrics"]
+        role = {v.name: v.role for v in runs}
+        core = core.assign(budget=core.sae.map(lambda n: role[n]["budget"]), steps=core.sae.map(lambda n: role[n]["steps"]))
+        logs = sub.logs(runs)
+        logs = logs.assign(budget=logs.run.map(lambda n: role[n]["budget"]))
+        return {"core": core, "logs": logs, "comparison": budget_comparison(core)}
+
     def showcase_k(self) -> int:
         """The one k of single-k chapters and controls (:func:`vsae.design.showcase_k`)."""
         return design.showcase_k(self.profile)
