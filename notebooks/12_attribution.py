@@ -46,7 +46,7 @@ budget_fraction = 0.25
 import pandas as pd
 from IPython.display import Markdown, display
 
-from vsae import attribution, chapter, design, plotting, stats
+from vsae import attribution, chapter, convergence, design, plotting, stats
 from vsae import params as param_specs
 from vsae.training import auto_lr
 
@@ -163,13 +163,35 @@ display(Markdown(attribution.control_sentence(
 display(Markdown(attribution.mechanism_from_ladder(alive, budget)))
 
 # %% [markdown]
-# ## Not measured here yet
+# ## At the paper's training budget
 #
-# Two questions of the attribution are not run in this book yet, so no sentence above depends on
-# them: convergence at the paper's full budget (10,001 steps of 192 tokens; the offline headline
-# budget is 15% of it), and sampling with $\sigma$ swept relative to the activation scale (chapter 11
-# tests only $\sigma = 1$). Re-running this chapter with more
-# seeds or another budget: `make chapter NB=12_attribution PARAMS="-p seeds '[42,43,44,45]' -p budget_fraction 0.5"`.
+# Every run above trains for a fraction of the headline budget, and the headline budget itself is a
+# fraction of the paper's 10,001 steps of 192 tokens. TopK and the vSAE at this $k$, every seed, trained
+# once for the headline number of steps and once for the paper's, both on one cache of the profile's
+# convergence tokens (the paper's 1.92M: the long runs see fresh tokens, as the authors' buffer does),
+# tell whether the headline budget's verdicts survive the longer training. Mean and 95% interval over
+# the seeds; the *separated* column says which architecture is separated above the other:
+
+# %%
+conv = ex.convergence(k=k)
+conv_steps = dict(zip(conv["comparison"].budget, conv["comparison"].steps))
+conv_labels = plotting.LADDER_LABELS | {"explained_variance": "explained variance (conventional)", "cossim": "cosine",
+                                        "kl_div_score": "KL-divergence score"}
+convergence.budget_wide(conv["comparison"], labels=conv_labels)
+
+# %%
+fig = plotting.convergence_curves(convergence.curves(conv["logs"]), mark_tokens=conv_steps["headline"] * ex.profile.batch_size)
+plotting.savefig(fig, "convergence")
+
+# %%
+display(Markdown(convergence.budget_sentence(conv["comparison"], "headline", "paper", conv_labels)))
+
+# %% [markdown]
+# The training curves are measured on the training batches (explained variance of the batch, latents
+# silent for the trainer's window); the table's numbers are the held-out core metrics of chapter 4.
+# Sampling with $\sigma$ swept relative to the activation scale is chapter 11's. Re-running this
+# chapter with more seeds or another budget:
+# `make chapter NB=12_attribution PARAMS="-p seeds '[42,43,44,45]' -p budget_fraction 0.5"`.
 
 # %%
 print(f"chapter 12 done in {timer.finish():.1f} s")

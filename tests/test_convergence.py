@@ -92,3 +92,12 @@ def test_cli_refuses_a_budget_beyond_the_tokens(capsys):
     assert cli(["convergence", "--profile", "smoke", "--n-train-tokens", "10000"]) == 1
     err = capsys.readouterr().err
     assert "need more than the 10,000 training tokens" in err and "raise n_train_tokens to at least 18,432" in err
+
+
+def test_budget_wide_names_the_separated_side():
+    t = convergence.budget_comparison(CORE, metrics=("frac_alive", "cossim"))
+    w = convergence.budget_wide(t, labels={"frac_alive": "fraction alive"})
+    assert list(w.index) == ["fraction alive", "cossim"]
+    assert w[("paper (700 steps)", "separated")].tolist() == ["TopK higher", "vSAE higher"]
+    assert w[("headline (100 steps)", "separated")].tolist() == ["TopK higher", "not separated"]
+    assert w.loc["fraction alive", ("headline (100 steps)", "vSAE")] == "0.420 ± 0.050"

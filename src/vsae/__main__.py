@@ -295,9 +295,9 @@ def _convergence_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--k", type=int, default=None, help="TopK k (default: the profile's showcase k)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
-    p.add_argument("--n-train-tokens", type=int, default=PAPER_TRAIN_TOKENS,
-                   help=f"training tokens of the cache (default: the paper's {PAPER_TRAIN_TOKENS:,}); "
-                        "the long budget is this over the batch size")
+    p.add_argument("--n-train-tokens", type=int, default=None,
+                   help=f"training tokens of the cache (default: the profile's n_convergence_tokens, offline and "
+                        f"paper {PAPER_TRAIN_TOKENS:,}); the long budget is this over the batch size")
     p.add_argument("--out", default=None, help="folder for core.csv, logs.csv, comparison.csv")
 
 

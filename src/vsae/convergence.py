@@ -52,17 +52,18 @@ def budget_comparison(core: pd.DataFrame, metrics: Sequence[str] = METRICS, conf
     return pd.DataFrame(rows)
 
 
-def budget_wide(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """:func:`budget_comparison` as a readable table: one row per metric, ``mean ± half`` per side and
-    budget, and the verdict per budget."""
+def budget_wide(table: pd.DataFrame, digits: int = 3, labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """:func:`budget_comparison` as a readable table: one row per metric (named by ``labels``),
+    ``mean ± half`` per side and budget, and per budget which side is separated above the other."""
+    labels = labels or {}
     out = {}
     for budget, g in table.groupby("budget", sort=False):
         g = g.set_index("metric")
         steps = int(g["steps"].iloc[0])
         out[(f"{budget} ({steps:,} steps)", "TopK")] = [stats.fmt(a, h, digits) for a, h in zip(g.topk, g.topk_half)]
         out[(f"{budget} ({steps:,} steps)", "vSAE")] = [stats.fmt(a, h, digits) for a, h in zip(g.vsae, g.vsae_half)]
-        out[(f"{budget} ({steps:,} steps)", "TopK − vSAE")] = list(g.verdict)
-        index = list(g.index)
+        out[(f"{budget} ({steps:,} steps)", "separated")] = [_verdict_word(v) for v in g.verdict]
+        index = [labels.get(m, m) for m in g.index]
     return pd.DataFrame(out, index=index)
 
 

@@ -167,11 +167,12 @@ class Experiment:
                                                   "tpp_unintended_20", "scr_best"]].astype(float).to_dict(),
                               **probe.loc[v.name, pcols].astype(float).to_dict()} for v in runs])
 
-    def convergence(self, k: int | None = None, seeds=None, n_train_tokens: int = design.PAPER_TRAIN_TOKENS,
+    def convergence(self, k: int | None = None, seeds=None, n_train_tokens: int | None = None,
                     budgets: dict[str, int] | None = None) -> dict[str, pd.DataFrame]:
         """TopK and vSAE at ``k`` (default :meth:`showcase_k`) trained for the headline budget and the
         paper's (:func:`vsae.design.convergence_variants`), at every seed, on one cache of
-        ``n_train_tokens`` training tokens (default the paper's 1.92M), then the core metrics.
+        ``n_train_tokens`` training tokens (default the profile's ``n_convergence_tokens``: the paper's
+        1.92M, except the smoke profile's few), then the core metrics.
 
         The runs use an Experiment of this profile with ``n_train_tokens`` replaced (same store, same
         evaluation tokens), so they are stored and resumed like any other. ``budgets``: label -> steps;
@@ -182,6 +183,7 @@ class Experiment:
         from .convergence import budget_comparison
 
         k = self.showcase_k() if k is None else int(k)
+        n_train_tokens = self.profile.n_convergence_tokens if n_train_tokens is None else int(n_train_tokens)
         sub = Experiment(dataclasses.replace(self.profile, n_train_tokens=int(n_train_tokens)), self.device, self.store)
         budgets = budgets or {"headline": self.profile.steps, "paper": sub.profile.steps}
         too_long = {b: s for b, s in budgets.items() if s * self.profile.batch_size > n_train_tokens}

@@ -59,6 +59,9 @@ class Profile:
     absorption_words: int = 3000
     #: dtype of the language model and of the activation cache
     lm_dtype: str = "float32"
+    #: training tokens of the convergence runs (chapter 12): the long budget is this over the batch size,
+    #: by default the paper's 10,001 steps of 192 tokens on fresh tokens (``Experiment.convergence``)
+    n_convergence_tokens: int = 10_001 * 192
     #: seed of everything that is not an SAE: probe training, task splits, t-SNE
     seed: int = 42
     #: seeds of the headline SAEs: each sets one SAE's initialisation and the order of its training
@@ -145,6 +148,7 @@ PROFILES: dict[str, Profile] = {
         train_corpus="smoke",
         eval_corpus="smoke",
         n_train_tokens=96 * 192,
+        n_convergence_tokens=192 * 192,
         n_eval_tokens=4096,
         n_ce_contexts=8,
         expansion=2,

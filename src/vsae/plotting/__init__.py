@@ -7,7 +7,7 @@ One module per part of the book: :mod:`.style` (palette, labels, saving, shared 
 :mod:`.features` (8-9), :mod:`.beyond` (11), :mod:`.attribution` (12).
 """
 
-from .attribution import LADDER_LABELS, ladder_bars
+from .attribution import CURVE_LABELS, LADDER_LABELS, convergence_curves, ladder_bars
 from .beyond import BEYOND_METRICS, kl_sweep, seed_intervals, sigma_sweep, variant_bars
 from .core import METRIC_LABELS, alive_vs_tokens, density_histogram, metrics_vs_k, pareto
 from .features import cosine_distributions, feature_pair, feature_tsne_panels, latent_summary, token_tsne_panels
@@ -17,7 +17,7 @@ from .scr_tpp import scr_1x4, tpp_1x4
 from .style import LABELS, MARKERS, PAGE_WIDTH, PALETTE, color, label, savefig, setup
 
 __all__ = [
-    "LADDER_LABELS", "ladder_bars",
+    "CURVE_LABELS", "LADDER_LABELS", "convergence_curves", "ladder_bars",
     "BEYOND_METRICS", "kl_sweep", "seed_intervals", "sigma_sweep", "variant_bars",
     "METRIC_LABELS", "alive_vs_tokens", "density_histogram", "metrics_vs_k", "pareto",
     "cosine_distributions", "feature_pair", "feature_tsne_panels", "latent_summary", "token_tsne_panels",

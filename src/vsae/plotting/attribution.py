@@ -1,4 +1,4 @@
-"""Figures of the attribution chapter (12): the ladder, rung by rung."""
+"""Figures of the attribution chapter (12): the ladder, rung by rung; the runs at the paper's budget."""
 
 from __future__ import annotations
 
@@ -59,5 +59,41 @@ def ladder_bars(table: pd.DataFrame, metrics: Sequence[str] = tuple(LADDER_LABEL
     n = int(table.groupby(["side", "rung"]).size().max())
     fig.suptitle(f"The attribution ladder: mean and 95% interval over {n} seed{'s' if n != 1 else ''} "
                  "(dashed: the two recipes)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+#: training-log quantity -> axis label of :func:`convergence_curves`
+CURVE_LABELS = {"frac_inactive": "fraction of latents silent\n(trainer's window)", "ev": "explained variance\n(training batches)",
+                "loss": "training loss (normalised units)"}
+
+
+def convergence_curves(curves: pd.DataFrame, metrics: Sequence[str] = tuple(CURVE_LABELS), budget: str = "paper",
+                       mark_tokens: float | None = None):
+    """One panel per training-log quantity against training tokens, for the runs of ``budget``: TopK
+    and the vSAE, the mean over seeds as a line and the seeds' range as a band. ``curves``:
+    :func:`vsae.convergence.curves`. ``mark_tokens``: a dotted vertical line (the headline budget)."""
+    c = curves[curves.budget == budget]
+    metrics = [m for m in metrics if m in set(c.metric)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(PAGE_WIDTH, 3.0))
+    axes = np.atleast_1d(axes)
+    for ax, m in zip(axes, metrics):
+        for arch in ("topk", "vsae"):
+            g = c[(c.architecture == arch) & (c.metric == m)].sort_values("tokens")
+            if g.empty:
+                continue
+            t = g.tokens.to_numpy(float) / 1e6
+            ax.plot(t, g["mean"], color=color(arch), lw=1.5, label={"topk": "TopK", "vsae": "vSAE"}[arch])
+            ax.fill_between(t, g["lo"], g["hi"], color=color(arch), alpha=0.2, lw=0)
+        if mark_tokens:
+            ax.axvline(mark_tokens / 1e6, color="0.4", ls=":", lw=1)
+        ax.set_xlabel("training tokens (millions)")
+        ax.set_ylabel(CURVE_LABELS.get(m, m))
+        if m == "loss":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    note = " (dotted: the headline budget)" if mark_tokens else ""
+    fig.suptitle(f"Training at the paper's budget: mean over seeds, band = range{note}", fontsize=10)
     fig.tight_layout()
     return fig
