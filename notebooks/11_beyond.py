@@ -34,6 +34,8 @@ budget_fraction = 0.25
 # %%
 from IPython.display import Markdown, display
 
+import numpy as np
+
 from vsae import chapter, plotting, stats, verdicts
 from vsae import params as param_specs
 
@@ -98,6 +100,20 @@ sig = summary.set_index("sae").loc[names[1:]].assign(noise_scale=[v.model_cfg.no
 plotting.savefig(plotting.sigma_sweep(sig.reset_index(), ex.d_model, summary.set_index("sae").loc[names[0]]), "beyond_sigma_sweep")
 display(Markdown(f"The blog post's $\\sigma = 1$ is {ex.d_model ** 0.5:.0f}× the RMS of one input coordinate "
                  f"($1/\\sqrt{{{ex.d_model}}}$ = {ex.d_model ** -0.5:.3f} in these units)."))
+
+# %% [markdown]
+# ### Learned variance from another starting point
+#
+# The abstract's learned variance starts at $\log\sigma^2 = -2$ ($\sigma = 0.37$ in the same
+# normalised units), and the KL then pulls $\sigma$ towards 1. Started lower or higher
+# (`log_var_init`; explained variance at $z = \mu$), against the vSAE that does not sample:
+
+# %%
+names = controls("learned_init")
+plotting.savefig(plotting.variant_bars(summary, names, "Learned variance: the initial log-variance swept"), "beyond_learned_init")
+display(Markdown("Initial $\\sigma$ of each run: " + ", ".join(
+    f"{v.name}: {np.exp(v.model_cfg.log_var_init / 2):.3g} ({np.exp(v.model_cfg.log_var_init / 2) * ex.d_model ** 0.5:.1f}× "
+    "one input coordinate's RMS)" for v in groups["learned_init"][1:]) + "."))
 
 # %% [markdown]
 # ## 2. Where the penalty goes: all latents or only the selected ones

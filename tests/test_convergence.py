@@ -84,6 +84,9 @@ def test_experiment_convergence_smoke(tmp_path, one_thread):
     assert logs.groupby("run").tokens.max().to_dict() == {n: (96 if "paper" in n else 24) * 192 for n in core.sae}
     assert set(comp.metric) == set(convergence.METRICS) and comp.verdict.isin(verdicts.VERDICTS).all()
     assert (comp.n_seeds == 2).all()
+    noise = res["noise"]
+    assert set(noise.run) == {"topk headline", "vsae headline", "topk paper", "vsae paper"}
+    assert (noise.n_seeds == 2).all() and (noise.eval_half > 0).any()
 
 
 def test_cli_refuses_a_budget_beyond_the_tokens(capsys):

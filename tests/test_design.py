@@ -92,3 +92,15 @@ def test_sigma_sweep_samples_at_each_noise_scale_and_shares_the_blog_run():
     assert g["text_vs_code"][1] in sweep and g["text_vs_code"][1].model_cfg.noise_scale == 1.0
     names = [v.name for grp in g.values() for v in grp]
     assert len({v.name: id(v) for grp in g.values() for v in grp}) == len(set(names))  # a name is one variant
+
+
+def test_learned_variance_init_sweep_shares_the_abstract_run():
+    p = get_profile("offline")
+    g = design.beyond_variants(p, 576, 4608, k=256, budget_fraction=0.25)
+    sweep = g["learned_init"]
+    assert sweep[0] is g["text_vs_code"][0] and sweep[0].model_cfg.var_mode == "fixed"
+    assert [v.model_cfg.log_var_init for v in sweep[1:]] == list(design.LOG_VAR_INITS)
+    assert all(v.model_cfg.var_mode == "learned" for v in sweep[1:])
+    assert g["text_vs_code"][2] in sweep and g["text_vs_code"][2].model_cfg.log_var_init == -2.0
+    assert [v.name for v in sweep[1:]] == ["vSAE learned var init -6", "vSAE learned var init -4",
+                                          "vSAE learned var (abstract)", "vSAE learned var init 0"]

@@ -323,12 +323,15 @@ def _convergence(a: argparse.Namespace) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(budget_wide(res["comparison"]).to_string())
     print(budget_sentence(res["comparison"], "headline", "paper"))
+    print("evaluation noise (bootstrap 95% half-width) beside the seed interval's half-width:")
+    with pd.option_context("display.width", 200):
+        print(res["noise"].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     if a.out:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        for name in ("core", "logs", "comparison"):
+        for name in ("core", "logs", "comparison", "noise"):
             res[name].to_csv(out / f"{name}.csv", index=False)
-        print(f"tables: {out}/{{core,logs,comparison}}.csv")
+        print(f"tables: {out}/{{core,logs,comparison,noise}}.csv")
     print(f"convergence: {len(res['core'])} SAEs at {res['core'].steps.nunique()} budgets in {time.time() - t0:.0f} s")
     return 0
 

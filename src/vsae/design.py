@@ -26,6 +26,9 @@ KL_WEIGHTS = (0.0, 0.01, 0.1, 1.0, 10.0)
 #: sampling sigmas of the beyond chapter's sweep, in the SAE's normalised input units (mean squared
 #: input norm 1, so one coordinate's RMS is 1/sqrt(d_in): 0.042 at d_in 576); 1.0 is the blog post's
 NOISE_SCALES = (0.01, 0.03, 0.1, 1.0)
+#: initial log-variances (``log_var_init``) of the learned-variance vSAE swept in the beyond chapter:
+#: initial sigma = exp(init / 2) = 0.050, 0.14, 0.37 (the default) and 1.0 in the same normalised units
+LOG_VAR_INITS = (-6.0, -4.0, -2.0, 0.0)
 
 
 def sae_name(arch: str, k: int, suffix: str = "") -> str:
@@ -103,12 +106,16 @@ def beyond_variants(profile: Profile, d_in: int, d_sae: int, k: int, budget_frac
 
     code, topk = vs("vSAE fixed var (code)"), tk("TopK")
     blog = vs("vSAE unit var (blog)", var_mode="unit")
+    learned = vs("vSAE learned var (abstract)", var_mode="learned")
     # a dead threshold the run reaches: 5% of its tokens (the paper's 10M is never reached)
     dead = max(1000, int(0.05 * steps * p.batch_size))
     return {
-        "text_vs_code": [code, blog, vs("vSAE learned var (abstract)", var_mode="learned")],
+        "text_vs_code": [code, blog, learned],
         "sigma_sweep": [code] + [blog if sg == 1.0 else vs(f"vSAE unit var sigma {sg:g}", var_mode="unit", noise_scale=sg)
                                  for sg in NOISE_SCALES],
+        "learned_init": [code] + [learned if li == VSAEConfig.log_var_init else
+                                  vs(f"vSAE learned var init {li:g}", var_mode="learned", log_var_init=li)
+                                  for li in LOG_VAR_INITS],
         "kl_scope": [code, vs("vSAE KL on top-k only", kl_scope="topk")],
         "control": [topk, code, tk("TopK + L2 pre-act penalty", l2_preact_coeff=p.kl_coeff)],
         "auxk": [topk, tk(f"TopK + AuxK (dead after {dead:,} tokens)", dead_tokens_threshold=dead)],

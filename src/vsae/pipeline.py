@@ -178,9 +178,12 @@ class Experiment:
         evaluation tokens), so they are stored and resumed like any other. ``budgets``: label -> steps;
         default ``{"headline": profile.steps, "paper": n_train_tokens // batch_size}``. Returns tables
         ``core`` (one row per run: ``budget``, ``steps``, ``seed``, the core metrics), ``logs`` (the
-        training logs with ``budget``), ``comparison`` (:func:`vsae.convergence.budget_comparison`).
+        training logs with ``budget``), ``comparison`` (:func:`vsae.convergence.budget_comparison`),
+        ``noise`` (evaluation noise beside the seed spread per architecture and budget,
+        :func:`vsae.evals.core.noise_vs_seeds`) and ``density`` (per latent, with its first firing token).
         """
         from .convergence import budget_comparison
+        from .evals.core import noise_vs_seeds
 
         k = self.showcase_k() if k is None else int(k)
         n_train_tokens = self.profile.n_convergence_tokens if n_train_tokens is None else int(n_train_tokens)
@@ -191,12 +194,15 @@ class Experiment:
             raise ValueError(f"budgets {too_long} need more than the {n_train_tokens:,} training tokens: "
                              f"raise n_train_tokens to at least {max(too_long.values()) * self.profile.batch_size:,}")
         runs = design.convergence_variants(sub.profile, sub.d_model, sub.d_sae, k, budgets, seeds)
-        core = sub.core(runs)["metrics"]
+        tables = sub.core(runs)
         role = {v.name: v.role for v in runs}
+        core = tables["metrics"]
         core = core.assign(budget=core.sae.map(lambda n: role[n]["budget"]), steps=core.sae.map(lambda n: role[n]["steps"]))
         logs = sub.logs(runs)
         logs = logs.assign(budget=logs.run.map(lambda n: role[n]["budget"]))
-        return {"core": core, "logs": logs, "comparison": budget_comparison(core)}
+        noise = noise_vs_seeds(core.assign(run=core.architecture + " " + core.budget), tables["noise"])
+        return {"core": core, "logs": logs, "comparison": budget_comparison(core), "noise": noise,
+                "density": tables["density"]}
 
     def showcase_k(self) -> int:
         """The one k of single-k chapters and controls (:func:`vsae.design.showcase_k`)."""
