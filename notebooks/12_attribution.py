@@ -180,7 +180,8 @@ conv_labels = plotting.LADDER_LABELS | {"explained_variance": "explained varianc
 convergence.budget_wide(conv["comparison"], labels=conv_labels)
 
 # %%
-fig = plotting.convergence_curves(convergence.curves(conv["logs"]), mark_tokens=conv_steps["headline"] * ex.profile.batch_size)
+fig = plotting.convergence_curves(convergence.curves(conv["logs"]), mark_tokens=conv_steps["headline"] * ex.profile.batch_size,
+                                  window_tokens=ex.train_config().inactive_window_tokens)
 plotting.savefig(fig, "convergence")
 
 # %%

@@ -347,3 +347,26 @@ def test_sigma_sweep_marks_the_reference_and_one_coordinates_rms(out_dir):
     assert ax.get_xscale() == "log"
     xs = [ln.get_xdata()[0] for ln in ax.lines if len(set(np.atleast_1d(ln.get_xdata()))) == 1]
     assert any(abs(x - 1 / 24) < 1e-9 for x in xs)  # the dotted RMS line at 1/sqrt(576)
+
+
+def test_convergence_curves_window_and_labels(out_dir):
+    from vsae import convergence
+
+    rows = []
+    for arch, alive in (("topk", 0.0), ("vsae", 0.6)):
+        for seed in SEEDS:
+            for t in range(9600, 1_920_001, 9600 * 10):
+                rows.append({"architecture": arch, "budget": "paper", "seed": seed, "tokens": t, "mse": 1.0 / (1 + t / 1e5),
+                             "ev": 1 - 1.0 / (1 + t / 1e5), "l0": 256, "frac_inactive": alive * min(1, t / 1e6)})
+    fig = plotting.convergence_curves(convergence.curves(pd.DataFrame(rows)), mark_tokens=288_000, window_tokens=100_000)
+    _save(fig, out_dir, "convergence")
+    _assert_labelled(fig)
+    axes = _data_axes(fig)
+    assert axes[0].get_ylabel() == "fraction of latents silent\nfor the last 100,000 tokens"
+    # before the window the silent fraction is 0 by construction: not drawn
+    assert min(min(ln.get_xdata()) for ln in axes[0].lines if len(ln.get_xdata()) > 1) >= 0.1
+    assert axes[2].get_yscale() == "log"
+    # shorter runs than the window: the panel says so
+    short = pd.DataFrame([r for r in rows if r["tokens"] < 100_000])
+    fig = plotting.convergence_curves(convergence.curves(short), window_tokens=100_000)
+    assert "shorter" in _data_axes(fig)[0].texts[0].get_text()

@@ -25,7 +25,7 @@ from . import stats, verdicts
 #: core metrics compared across budgets (higher is better for all)
 METRICS = ("frac_alive", "explained_variance", "explained_variance_saebench", "cossim", "ce_loss_score", "kl_div_score")
 #: training-log quantities of :func:`curves` (``frac_inactive``: latents silent for the trainer's window)
-LOG_METRICS = ("loss", "mse", "ev", "l0", "frac_inactive")
+LOG_METRICS = ("mse", "ev", "l0", "frac_inactive")
 
 
 def budget_comparison(core: pd.DataFrame, metrics: Sequence[str] = METRICS, confidence: float = 0.95) -> pd.DataFrame:

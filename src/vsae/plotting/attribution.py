@@ -63,36 +63,45 @@ def ladder_bars(table: pd.DataFrame, metrics: Sequence[str] = tuple(LADDER_LABEL
     return fig
 
 
-#: training-log quantity -> axis label of :func:`convergence_curves`
-CURVE_LABELS = {"frac_inactive": "fraction of latents silent\n(trainer's window)", "ev": "explained variance\n(training batches)",
-                "loss": "training loss (normalised units)"}
+#: training-log quantity -> axis label of :func:`convergence_curves` (``frac_inactive``'s names its window)
+CURVE_LABELS = {"frac_inactive": "fraction of latents silent\nfor the last {window} tokens",
+                "ev": "explained variance\n(training batches)", "mse": "reconstruction MSE\n(normalised units)"}
 
 
 def convergence_curves(curves: pd.DataFrame, metrics: Sequence[str] = tuple(CURVE_LABELS), budget: str = "paper",
-                       mark_tokens: float | None = None):
+                       mark_tokens: float | None = None, window_tokens: int | None = None):
     """One panel per training-log quantity against training tokens, for the runs of ``budget``: TopK
     and the vSAE, the mean over seeds as a line and the seeds' range as a band. ``curves``:
-    :func:`vsae.convergence.curves`. ``mark_tokens``: a dotted vertical line (the headline budget)."""
+    :func:`vsae.convergence.curves`. ``mark_tokens``: a dotted vertical line (the headline budget).
+    ``window_tokens``: the trainer's ``inactive_window_tokens``; ``frac_inactive`` is drawn only from
+    there on (before, no latent can have been silent that long, so it is 0 by construction)."""
     c = curves[curves.budget == budget]
     metrics = [m for m in metrics if m in set(c.metric)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(PAGE_WIDTH, 3.0))
     axes = np.atleast_1d(axes)
     for ax, m in zip(axes, metrics):
+        drawn = False
         for arch in ("topk", "vsae"):
             g = c[(c.architecture == arch) & (c.metric == m)].sort_values("tokens")
+            if m == "frac_inactive" and window_tokens:
+                g = g[g.tokens >= window_tokens]
             if g.empty:
                 continue
             t = g.tokens.to_numpy(float) / 1e6
             ax.plot(t, g["mean"], color=color(arch), lw=1.5, label={"topk": "TopK", "vsae": "vSAE"}[arch])
             ax.fill_between(t, g["lo"], g["hi"], color=color(arch), alpha=0.2, lw=0)
+            drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "the runs are shorter\nthan the window", transform=ax.transAxes, ha="center", va="center")
         if mark_tokens:
             ax.axvline(mark_tokens / 1e6, color="0.4", ls=":", lw=1)
         ax.set_xlabel("training tokens (millions)")
-        ax.set_ylabel(CURVE_LABELS.get(m, m))
-        if m == "loss":
+        window = f"{window_tokens:,}" if window_tokens else "trainer's window of"
+        ax.set_ylabel(CURVE_LABELS.get(m, m).format(window=window))
+        if m == "mse":
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    next((ax for ax in axes if ax.get_legend_handles_labels()[0]), axes[0]).legend(fontsize=8)
     note = " (dotted: the headline budget)" if mark_tokens else ""
     fig.suptitle(f"Training at the paper's budget: mean over seeds, band = range{note}", fontsize=10)
     fig.tight_layout()
