@@ -144,6 +144,30 @@ def test_feature_browser_in_the_site(smoke_book):
         drv.quit()
 
 
+def test_result_tables_beside_the_site(smoke_book):
+    """The build exports every per-seed result table beside the site (tables/), with its schema and an
+    index page linked from book/tables.html."""
+    from vsae import export
+
+    manifest = json.loads((smoke_book / "tables" / "manifest.json").read_text())
+    assert manifest["profile"]["name"] == PROFILE and set(manifest["tables"]) == set(export.TABLE_DOCS)
+    schema = (smoke_book / "tables" / "SCHEMA.txt").read_text().splitlines()
+    assert len(schema) == len(manifest["tables"]) and schema[0].startswith(manifest["tables"][0] + " (")
+    index = (smoke_book / "tables" / "index.html").read_text()
+    assert all(f'href="{name}.csv"' in index and f'href="{name}.parquet"' in index for name in manifest["tables"])
+    import pandas as pd
+
+    core = pd.read_parquet(smoke_book / "tables" / "core_metrics.parquet")
+    assert core.seed.nunique() == len(book_profile().seeds) and "explained_variance_saebench" in core
+    assert 'href="../tables/index.html"' in (smoke_book / "book" / "tables.html").read_text()
+
+
+def book_profile():
+    from vsae.profiles import get_profile
+
+    return get_profile(PROFILE)
+
+
 def test_bad_parameter_is_refused_before_work(tmp_path):
     import papermill as pm
 

@@ -286,8 +286,9 @@ def test_build_prints_progress_and_writes_the_record(tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(book, "execute", fake_execute)
     monkeypatch.setattr(book, "site", lambda profile: tmp_path / "index.html")
-    browsers = []
+    browsers, tables = [], []
     monkeypatch.setattr(book, "write_browser", lambda profile, device: browsers.append((profile, device)))
+    monkeypatch.setattr(book, "write_tables", lambda profile, device: tables.append((profile, device)))
     buildlog.write_record("smoke", {"chapters": [{"chapter": "01_a", "seconds": 60.0}, {"chapter": "02_b", "seconds": 60.0},
                                               {"chapter": "03_c", "seconds": 60.0}]})
     book.build("smoke")
@@ -301,6 +302,26 @@ def test_build_prints_progress_and_writes_the_record(tmp_path, monkeypatch, caps
     assert rec["peak_rss_build_mb"] > 0 and rec["site_seconds"] is not None
     # the feature browser is written once, after the chapters, before the site
     assert browsers == [("smoke", "cpu")] and rec["browser_seconds"] is not None and "feature browser" in out
+    assert tables == [("smoke", "cpu")] and rec["tables_seconds"] is not None and "result tables" in out
+
+
+def test_site_extras_placeholder_then_the_written_folder(tmp_path, capsys):
+    """An extra the build did not write (``make site`` on a fresh clone) is served as a page saying how to
+    build it; once written, the folder itself replaces the placeholder."""
+    (tmp_path / "_build" / "html").mkdir(parents=True)
+    pages = book.publish_extras(tmp_path, "offline")
+    assert set(pages) == set(book.EXTRAS) == {"browser", "tables"}
+    text = pages["browser"].read_text()
+    assert "Feature browser: not built" in text and "python -m vsae.book browser --profile offline" in text
+    assert "python -m vsae.book tables --profile offline" in pages["tables"].read_text()
+    out = capsys.readouterr().out
+    assert "no feature browser under _build/browser" in out and "no result tables under _build/tables" in out
+    (tmp_path / "_build" / "browser").mkdir()
+    (tmp_path / "_build" / "browser" / "index.html").write_text("<html>browser</html>")
+    (tmp_path / "_build" / "browser" / "data_x.js").write_text("x")
+    pages = book.publish_extras(tmp_path, "offline")
+    assert pages["browser"].read_text() == "<html>browser</html>"
+    assert (tmp_path / "_build" / "html" / "browser" / "data_x.js").read_text() == "x"
 
 
 def test_chapter_command_succeeds_on_a_partial_stage(tmp_path, monkeypatch, capsys):

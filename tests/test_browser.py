@@ -362,15 +362,3 @@ def test_page_in_chromium(smoke_browser):
         drv.quit()
     print(f"feature browser: {browser.folder_bytes(smoke_browser) / 1e6:.2f} MB, loaded in Chromium in "
           f"{load_s:.2f} s (page ready at {ready['ms']:.0f} ms after navigation start)")
-
-
-def test_site_without_browser_links_a_page_saying_how(tmp_path, capsys):
-    (tmp_path / "_build" / "html").mkdir(parents=True)
-    index = browser.publish(tmp_path, "offline")
-    text = index.read_text()
-    assert "not built" in text and "python -m vsae.book browser --profile offline" in text
-    assert "no feature browser" in capsys.readouterr().out
-    # a written browser replaces the placeholder
-    (tmp_path / browser.BOOK_BROWSER_DIR).mkdir(parents=True)
-    (tmp_path / browser.BOOK_BROWSER_DIR / "index.html").write_text("<html>browser</html>")
-    assert browser.publish(tmp_path, "offline").read_text() == "<html>browser</html>"

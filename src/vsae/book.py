@@ -13,6 +13,7 @@ Command line (what the Makefile calls)::
     python -m vsae.book site    --profile offline
     python -m vsae.book verify  --profile offline
     python -m vsae.book browser --profile offline    # (re)write the feature browser (build does it too)
+    python -m vsae.book tables  --profile offline    # (re)export the result tables (build does it too)
 
 Provenance: the default profile writes the committed chapters, so ``build`` and ``chapter`` refuse to
 run it from a git tree whose tracked sources are modified (commit or stash first; the build's own
@@ -25,7 +26,8 @@ so at the end. Staged profiles (``smoke``, ``paper``) run from any tree and reco
 Progress: before each chapter ``build`` prints ``chapter i/n NAME · elapsed · est. remaining`` (estimated
 from the previous build's per-chapter times), at the end a per-chapter wall-time table and the peak
 RSS of the build and of its kernels; after the chapters it writes the feature browser of chapter 08's pair
-(:func:`write_browser`; the site serves it at ``browser/``, linked from ``book/browser.md``). The record goes to ``$VSAE_HOME/timings/<profile>/build.json``
+(:func:`write_browser`; the site serves it at ``browser/``, linked from ``book/browser.md``) and exports
+every per-seed result table (:func:`write_tables`; served at ``tables/``, linked from ``book/tables.md``). The record goes to ``$VSAE_HOME/timings/<profile>/build.json``
 (:func:`vsae.report.build_record`).
 """
 
@@ -228,12 +230,61 @@ def site(profile: str, strict: bool = True) -> Path:
         cmd += ["-W", "-n", "--keep-going"]
     print("[vsae.book] " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
-    from .browser import publish
-
-    publish(root, profile)  # the feature browser (book/browser.md links it), or a page saying how to build it
+    publish_extras(root, profile)  # the feature browser and the result tables, or pages saying how to build them
     index = root / "_build" / "html" / "index.html"
     print(f"[vsae.book] site: {index}")
     return index
+
+
+#: what the build writes beside the book under ``<stage root>/_build/<name>`` and the site serves at
+#: ``<name>/`` (:func:`publish_extras`): name -> (what it is, the command that writes it on its own)
+EXTRAS = {"browser": ("Feature browser", "python -m vsae.book browser --profile {profile}"),
+          "tables": ("Result tables", "python -m vsae.book tables --profile {profile}")}
+
+#: the page served in place of an extra that was not written (``make site`` on a fresh clone)
+EXTRA_PLACEHOLDER = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{what}: not built</title></head>
+<body style="font-family: sans-serif; max-width: 42em; margin: 3em auto; line-height: 1.5">
+<h1>{what}: not built</h1>
+<p>This site was rendered without it. <code>make book</code> (<code>python -m vsae.book build --profile {profile}</code>)
+writes it after the chapters, from what they computed; on its own: <code>{command}</code>.</p>
+</body></html>
+"""
+
+
+def publish_extras(root: Path, profile: str) -> dict[str, Path]:
+    """Copy each of :data:`EXTRAS` written under ``root/_build/<name>`` into the rendered site
+    (``root/_build/html/<name>``), or a page saying how to build it when it was not written; return the
+    site's ``<name>/index.html`` per name."""
+    out = {}
+    for name, (what, command) in EXTRAS.items():
+        src, dst = root / "_build" / name, root / "_build" / "html" / name
+        if dst.exists():
+            shutil.rmtree(dst)
+        if (src / "index.html").exists():
+            shutil.copytree(src, dst)
+        else:
+            dst.mkdir(parents=True)
+            cmd = command.format(profile=profile)
+            (dst / "index.html").write_text(EXTRA_PLACEHOLDER.format(what=what, profile=profile, command=cmd), encoding="utf-8")
+            print(f"[vsae.book] no {what.lower()} under _build/{name} (profile {profile}): the site serves a page "
+                  f"saying how to build it ({cmd})", flush=True)
+        out[name] = dst / "index.html"
+    return out
+
+
+def write_tables(profile: str, device: str = "cpu") -> dict:
+    """Export every per-seed result table (:func:`vsae.export.export_tables`, CSV and Parquet with their
+    schema and an index page) under the profile's stage root, where :func:`site` picks them up."""
+    from .export import export_tables
+    from .pipeline import Experiment
+
+    out = stage_root(profile) / "_build" / "tables"
+    t0 = time.time()
+    manifest = export_tables(Experiment(profile, device), out)
+    mb = sum(f["bytes"] for f in manifest["files"].values()) / 1e6
+    print(f"[vsae.book] result tables: {len(manifest['tables'])} tables, {mb:.1f} MB in {time.time() - t0:.0f} s "
+          f"-> {rel_path(out)}", flush=True)
+    return manifest
 
 
 def write_browser(profile: str, device: str = "cpu") -> dict:
@@ -260,7 +311,8 @@ def build(profile: str, device: str = "cpu", allow_dirty: bool = False) -> Path:
     previous = previous_times(profile)
     rec = {"profile": profile, "device": device, "commit": commit, "host": platform.node(),
            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "finished": None, "complete": False,
-           "chapters": [], "chapters_seconds": 0.0, "browser_seconds": None, "site_seconds": None, "total_seconds": 0.0,
+           "chapters": [], "chapters_seconds": 0.0, "browser_seconds": None, "tables_seconds": None, "site_seconds": None,
+           "total_seconds": 0.0,
            "peak_rss_build_mb": 0.0, "peak_rss_kernels_mb": 0.0, "tree_changed": None}
     print(f"[vsae.book] building {len(names)} chapters, profile {profile}, commit {commit}", flush=True)
     done: dict[str, float] = {}
@@ -287,6 +339,9 @@ def build(profile: str, device: str = "cpu", allow_dirty: bool = False) -> Path:
     t = time.time()
     write_browser(profile, device)
     rec["browser_seconds"] = round(time.time() - t, 1)
+    t = time.time()
+    write_tables(profile, device)
+    rec["tables_seconds"] = round(time.time() - t, 1)
     update()
     t = time.time()
     index = site(profile)
@@ -323,12 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vsae.book", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for c in ("build", "site", "verify", "chapter", "browser"):
+    for c in ("build", "site", "verify", "chapter", "browser", "tables"):
         p = sub.add_parser(c)
         p.add_argument("--profile", default=DEFAULT_PROFILE)
-        if c in ("build", "chapter", "browser"):
+        if c in ("build", "chapter", "browser", "tables"):
             p.add_argument("--device", default="cpu")
-            if c == "browser":
+            if c in ("browser", "tables"):
                 continue
             p.add_argument("--allow-dirty", action="store_true",
                            help=f"run the {DEFAULT_PROFILE} profile (committed chapters) from a modified git tree; "
@@ -351,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         site(a.profile)
     elif a.cmd == "browser":
         write_browser(a.profile, a.device)
+    elif a.cmd == "tables":
+        write_tables(a.profile, a.device)
     elif a.cmd == "verify":
         return verify(a.profile)
     elif a.cmd == "chapter":

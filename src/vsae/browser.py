@@ -394,10 +394,9 @@ def browser_from_dirs(sae_dirs: Sequence[str | Path], out: str | Path, *, profil
 # --------------------------------------------------------------------------------------------
 # the book's browser (written by ``python -m vsae.book build``, linked from book/browser.md)
 # --------------------------------------------------------------------------------------------
-#: where the book's browser is written under a profile's stage root, and where the site serves it
-#: (``_build/html/browser/``; the narrative page ``book/browser.md`` links ``../browser/index.html``)
+#: where the book's browser is written under a profile's stage root; the site serves it at
+#: ``browser/`` (:func:`vsae.book.publish_extras`), which the narrative page ``book/browser.md`` links
 BOOK_BROWSER_DIR = Path("_build") / "browser"
-SITE_BROWSER_DIR = Path("_build") / "html" / "browser"
 #: the summary the book's browser writes beside its page (what is in it, what it cost)
 BOOK_SUMMARY = "browser.json"
 
@@ -445,33 +444,3 @@ def write_book_browser(ex, out: str | Path, opts: BrowserOptions = BrowserOption
         shutil.rmtree(out)
     tmp.rename(out)
     return summary
-
-
-#: the page the site serves at ``browser/`` when no browser was written (``make site`` on its own)
-PLACEHOLDER = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Feature browser: not built</title>
-</head><body style="font-family: sans-serif; max-width: 42em; margin: 3em auto; line-height: 1.5">
-<h1>Feature browser: not built</h1>
-<p>The feature browser of this book is written by <code>make book</code> (<code>python -m vsae.book build
---profile {profile}</code>) once its chapters have trained the SAEs, or on its own by
-<code>python -m vsae.book browser --profile {profile}</code>. This site was rendered without it.</p>
-<p>For any saved SAEs: <code>python -m vsae browser SAE_DIR [SAE_DIR ...] --out OUT</code>.</p>
-</body></html>
-"""
-
-
-def publish(root: str | Path, profile: str) -> Path:
-    """Copy the browser written under ``root/_build/browser`` into the rendered site
-    (``root/_build/html/browser``), or a page saying how to build it when there is none; return the
-    site's ``browser/index.html``."""
-    root = Path(root)
-    src, dst = root / BOOK_BROWSER_DIR, root / SITE_BROWSER_DIR
-    if dst.exists():
-        shutil.rmtree(dst)
-    if (src / "index.html").exists():
-        shutil.copytree(src, dst)
-    else:
-        dst.mkdir(parents=True)
-        (dst / "index.html").write_text(PLACEHOLDER.format(profile=html.escape(profile)), encoding="utf-8")
-        print(f"[vsae.book] no feature browser under {BOOK_BROWSER_DIR} (profile {profile}): the site links a page "
-              f"saying how to build it (python -m vsae.book browser --profile {profile})", flush=True)
-    return dst / "index.html"

@@ -68,6 +68,8 @@ def timing_table(rec: dict) -> str:
         rows.append(f"{r['chapter']:<22}{r['seconds']:>8.0f} s{r['kernels_peak_rss_mb'] / 1024:>17.2f} GB")
     if rec.get("browser_seconds") is not None:
         rows.append(f"{'feature browser':<22}{rec['browser_seconds']:>8.0f} s")
+    if rec.get("tables_seconds") is not None:
+        rows.append(f"{'result tables':<22}{rec['tables_seconds']:>8.0f} s")
     if rec.get("site_seconds") is not None:
         rows.append(f"{'site (jupyter-book)':<22}{rec['site_seconds']:>8.0f} s")
     rows.append(f"{'total':<22}{_fmt_min(rec['total_seconds']):>10}   peak RSS: build "

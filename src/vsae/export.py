@@ -88,8 +88,9 @@ Result tables (``python -m vsae tables --profile P OUT``)
 :func:`export_tables` writes every per-seed result table of an :class:`~vsae.pipeline.Experiment`
 (training summary and logs, core metrics / latent density / bootstrap noise, sparse probing, SCR, TPP
 over all seeds of the profile, and the probing tasks) as ``<name>.csv`` and ``<name>.parquet``, with
-``SCHEMA.txt`` (one line per table: rows and typed columns), ``schema.json`` and ``manifest.json``
-(profile, file sizes and sha256).
+``SCHEMA.txt`` (one line per table: rows and typed columns), ``schema.json``, ``manifest.json``
+(profile, file sizes and sha256) and ``index.html`` (:func:`tables_page`: what the site serves at
+``tables/``; ``make book`` writes them beside the site).
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ __all__ = [
     "result_tables",
     "export_tables",
     "schema_lines",
+    "tables_page",
 ]
 
 #: export formats of :func:`export_sae`
@@ -482,4 +484,30 @@ def export_tables(ex_or_tables, out: str | Path, formats=("csv", "parquet"), var
     manifest = {"profile": profile, "tables": list(tables), "formats": list(formats), "files": files,
                 "vsae": vsae_version}
     atomic_write_json(out / "manifest.json", manifest)
+    atomic_write(out / "index.html", tables_page(schema, manifest))
     return manifest
+
+
+def tables_page(schema: dict[str, dict], manifest: dict) -> str:
+    """A static HTML index of exported tables: per table its description, rows, typed columns and links
+    to its files (with sizes), plus links to ``SCHEMA.txt``, ``schema.json`` and ``manifest.json``."""
+    import html
+
+    prof = (manifest.get("profile") or {}).get("name", "?")
+    rows = []
+    for name, sc in schema.items():
+        links = " · ".join(
+            f'<a href="{html.escape(f)}">{html.escape(f)}</a> ({manifest["files"][f]["bytes"] / 1e6:.2f} MB)'
+            for f in (f"{name}.{ext}" for ext in manifest.get("formats", [])) if f in manifest["files"])
+        cols = ", ".join(f"<code>{html.escape(c)}</code>:{html.escape(t)}" for c, t in sc["columns"])
+        rows.append(f"<tr><td><strong>{html.escape(name)}</strong><br>{html.escape(sc.get('doc', ''))}</td>"
+                    f"<td>{sc['rows']:,}</td><td>{links}</td><td style='font-size: 0.85em'>{cols}</td></tr>")
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Result tables</title>"
+            "<style>body{font-family:sans-serif;margin:2em;line-height:1.4}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:.4em;vertical-align:top;text-align:left}</style></head><body>"
+            f"<h1>Result tables (profile {html.escape(str(prof))})</h1>"
+            "<p>Every per-seed result table of the book, as written by <code>python -m vsae tables</code>: "
+            "<a href='SCHEMA.txt'>SCHEMA.txt</a> (one line per table), <a href='schema.json'>schema.json</a>, "
+            f"<a href='manifest.json'>manifest.json</a> (sizes and sha256). vsae {html.escape(str(manifest.get('vsae')))}.</p>"
+            "<table><tr><th>table</th><th>rows</th><th>files</th><th>columns</th></tr>"
+            + "".join(rows) + "</table></body></html>\n")
