@@ -362,3 +362,19 @@ def test_page_in_chromium(smoke_browser):
         drv.quit()
     print(f"feature browser: {browser.folder_bytes(smoke_browser) / 1e6:.2f} MB, loaded in Chromium in "
           f"{load_s:.2f} s (page ready at {ready['ms']:.0f} ms after navigation start)")
+
+
+def test_book_pair_default_and_more_k():
+    from vsae.pipeline import Experiment
+
+    class Ex(Experiment):  # the design only: no LM, no cache
+        d_model = 512
+
+    ex = Ex("smoke")
+    pair = browser.book_pair(ex)
+    assert [v.architecture for v in pair] == ["topk", "vsae"] and {v.k for v in pair} == {ex.showcase_k()}
+    assert all(v.seed == ex.profile.main_seed for v in pair)
+    more = browser.book_pair(ex, [8, 64])
+    assert [(v.architecture, v.k) for v in more] == [("topk", 8), ("vsae", 8), ("topk", 64), ("vsae", 64)]
+    with pytest.raises(ValueError, match=r"k \[7\] is not a headline k of profile smoke"):
+        browser.book_pair(ex, [7])

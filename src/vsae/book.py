@@ -12,7 +12,7 @@ Command line (what the Makefile calls)::
     python -m vsae.book chapter 04_core --profile offline [--allow-dirty] -- -p k_values "[128]" -p kl_coeff 0.1
     python -m vsae.book site    --profile offline
     python -m vsae.book verify  --profile offline
-    python -m vsae.book browser --profile offline    # (re)write the feature browser (build does it too)
+    python -m vsae.book browser --profile offline [--k-values 64,256]   # (re)write the feature browser (build does it too)
     python -m vsae.book tables  --profile offline    # (re)export the result tables (build does it too)
 
 Provenance: the default profile writes the committed chapters, so ``build`` and ``chapter`` refuse to
@@ -287,15 +287,16 @@ def write_tables(profile: str, device: str = "cpu") -> dict:
     return manifest
 
 
-def write_browser(profile: str, device: str = "cpu") -> dict:
-    """Write the book's feature browser (:func:`vsae.browser.write_book_browser`) under the profile's
-    stage root, where :func:`site` picks it up; print and return its summary."""
+def write_browser(profile: str, device: str = "cpu", k_values=None) -> dict:
+    """Write the book's feature browser (:func:`vsae.browser.write_book_browser`; ``k_values``: the
+    main-seed pairs at those k instead of chapter 08's) under the profile's stage root, where :func:`site`
+    picks it up; print and return its summary."""
     from .browser import BOOK_BROWSER_DIR, write_book_browser
     from .pipeline import Experiment
 
     out = stage_root(profile) / BOOK_BROWSER_DIR
     print(f"[vsae.book] writing the feature browser -> {rel_path(out)}", flush=True)
-    s = write_book_browser(Experiment(profile, device), out)
+    s = write_book_browser(Experiment(profile, device), out, k_values=k_values)
     shown = ", ".join(f"{r['sae']}: {r['n_shown']:,} of {r['d_sae']:,} latents" for r in s["saes"])
     print(f"[vsae.book] feature browser: {shown}; {s['bytes'] / 1e6:.1f} MB in {s['seconds']:.0f} s", flush=True)
     return s
@@ -390,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
                                 "the chapters then record <sha>+dirty")
         if c == "chapter":
             p.add_argument("name")
+        if c == "browser":
+            p.add_argument("--k-values", default=None, help="comma-separated k: the main-seed pair at each "
+                                                               "(default: chapter 08's k)")
     # papermill-style parameters come after "--": chapter NAME [--profile P] -- -p NAME VALUE ...
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -405,7 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "site":
         site(a.profile)
     elif a.cmd == "browser":
-        write_browser(a.profile, a.device)
+        try:
+            ks = [int(k) for k in a.k_values.split(",")] if a.k_values else None
+            write_browser(a.profile, a.device, ks)
+        except ValueError as e:
+            ap.error(str(e))
     elif a.cmd == "tables":
         write_tables(a.profile, a.device)
     elif a.cmd == "verify":

@@ -401,16 +401,20 @@ BOOK_BROWSER_DIR = Path("_build") / "browser"
 BOOK_SUMMARY = "browser.json"
 
 
-def book_pair(ex) -> list:
-    """The SAEs of the book's browser: the feature chapter's pair (TopK SAE and vSAE at
+def book_pair(ex, k_values: Sequence[int] | None = None) -> list:
+    """The SAEs of the book's browser: by default the feature chapter's pair (TopK SAE and vSAE at
     :meth:`~vsae.pipeline.Experiment.showcase_k`, main seed), so the browser shows every latent of the
-    two SAEs whose hand-picked latents chapter 08 shows."""
-    k = ex.showcase_k()
-    return [v for v in ex.headline_variants() if v.k == k]
+    two SAEs whose hand-picked latents chapter 08 shows; with ``k_values``, the main-seed pair at each."""
+    ks = [ex.showcase_k()] if not k_values else [int(k) for k in k_values]
+    bad = sorted(set(ks) - set(ex.profile.k_values))
+    if bad:
+        raise ValueError(f"k {bad} is not a headline k of profile {ex.profile.name} (k values {list(ex.profile.k_values)})")
+    return [v for k in ks for v in ex.headline_variants() if v.k == k]
 
 
-def write_book_browser(ex, out: str | Path, opts: BrowserOptions = BrowserOptions()) -> dict:
-    """Write the browser of :func:`book_pair` into ``out`` and its summary ``out/browser.json``.
+def write_book_browser(ex, out: str | Path, opts: BrowserOptions = BrowserOptions(),
+                       k_values: Sequence[int] | None = None) -> dict:
+    """Write the browser of :func:`book_pair` (at ``k_values``) into ``out`` and its summary ``out/browser.json``.
 
     ``ex``: the profile's :class:`~vsae.pipeline.Experiment`. The pair is read from the store (trained
     only if missing, as any chapter would). Returns the summary: one row per SAE (latents alive and
@@ -420,10 +424,11 @@ def write_book_browser(ex, out: str | Path, opts: BrowserOptions = BrowserOption
 
     t0 = time.time()
     require_tabulator()
-    pair = book_pair(ex)
+    pair = book_pair(ex, k_values)
     saes = ex.train(pair, progress=False)
-    title = (f"Feature browser: the feature chapter's TopK SAE and vSAE at k = {ex.showcase_k()} "
-             f"({ex.profile.lm}, {ex.profile.hook_name}, profile {ex.profile.name})")
+    ks = ", ".join(str(k) for k in dict.fromkeys(v.k for v in pair))
+    what = f"the feature chapter's TopK SAE and vSAE at k = {ks}" if not k_values else f"TopK SAEs and vSAEs at k = {ks}"
+    title = f"Feature browser: {what} ({ex.profile.lm}, {ex.profile.hook_name}, profile {ex.profile.name})"
     out = Path(out)
     # written next to ``out`` and swapped in whole: a killed run leaves the previous browser as it was
     tmp = out.with_name(out.name + ".partial")
