@@ -30,7 +30,7 @@ seeds = None
 # %%
 from IPython.display import Markdown, display
 
-from vsae import chapter, paper, verdicts
+from vsae import chapter, convergence, paper, verdicts
 from vsae.evals.probing import summarise_sparse_probing
 from vsae.evals.scr_tpp import scr_saebench
 
@@ -63,6 +63,20 @@ table
 
 # %%
 display(Markdown(verdicts.summarise(table)))
+
+# %% [markdown]
+# ### At the paper's training budget
+#
+# The headline runs train for a fraction of the paper's 10,001 steps. Chapter 12 trains TopK and the
+# vSAE at its $k$ for both budgets, every seed, on the paper's number of fresh tokens; which verdicts
+# survive the longer training (computed from those runs):
+
+# %%
+conv = ex.convergence()
+display(Markdown(convergence.budget_sentence(conv["comparison"], "headline", "paper", {
+    "frac_alive": "fraction alive", "explained_variance": "explained variance (conventional)",
+    "explained_variance_saebench": "explained variance (SAE Bench)", "cossim": "cosine",
+    "ce_loss_score": "CE-loss score", "kl_div_score": "KL-divergence score"})))
 
 # %% [markdown]
 # ## What kills the features
