@@ -429,3 +429,20 @@ def test_site_cleans_chapters_written_by_any_path(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(book.subprocess, "run", lambda *a, **k: None)
     book.site("smoke")
     assert len(json.loads((out_dir / "01_a.ipynb").read_text())["cells"][0]["outputs"]) == 2
+
+
+def test_browser_and_tables_commands_parse_and_refuse_an_unknown_k(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(book, "write_browser", lambda profile, device, ks=None: calls.append(("browser", profile, device, ks)))
+    monkeypatch.setattr(book, "write_tables", lambda profile, device: calls.append(("tables", profile, device)))
+    book.main(["browser", "--profile", "smoke", "--k-values", "8,64"])
+    book.main(["browser", "--profile", "smoke"])
+    book.main(["tables", "--profile", "smoke", "--device", "cpu"])
+    assert calls == [("browser", "smoke", "cpu", [8, 64]), ("browser", "smoke", "cpu", None), ("tables", "smoke", "cpu")]
+
+    def refuse(profile, device, ks=None):
+        raise ValueError("k [7] is not a headline k of profile smoke (k values [8, 16, 32, 64])")
+    monkeypatch.setattr(book, "write_browser", refuse)
+    with pytest.raises(SystemExit) as e:
+        book.main(["browser", "--profile", "smoke", "--k-values", "7"])
+    assert e.value.code == 2 and "k [7] is not a headline k" in capsys.readouterr().err

@@ -384,8 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--profile", default=DEFAULT_PROFILE)
         if c in ("build", "chapter", "browser", "tables"):
             p.add_argument("--device", default="cpu")
-            if c in ("browser", "tables"):
-                continue
+        if c in ("build", "chapter"):
             p.add_argument("--allow-dirty", action="store_true",
                            help=f"run the {DEFAULT_PROFILE} profile (committed chapters) from a modified git tree; "
                                 "the chapters then record <sha>+dirty")
