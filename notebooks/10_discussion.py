@@ -73,10 +73,7 @@ display(Markdown(verdicts.summarise(table)))
 
 # %%
 conv = ex.convergence()
-display(Markdown(convergence.budget_sentence(conv["comparison"], "headline", "paper", {
-    "frac_alive": "fraction alive", "explained_variance": "explained variance (conventional)",
-    "explained_variance_saebench": "explained variance (SAE Bench)", "cossim": "cosine",
-    "ce_loss_score": "CE-loss score", "kl_div_score": "KL-divergence score"})))
+display(Markdown(convergence.budget_sentence(conv["comparison"], "headline", "paper", convergence.METRIC_LABELS)))
 
 # %% [markdown]
 # ## What kills the features

@@ -175,9 +175,7 @@ display(Markdown(attribution.mechanism_from_ladder(alive, budget)))
 # %%
 conv = ex.convergence(k=k)
 conv_steps = dict(zip(conv["comparison"].budget, conv["comparison"].steps))
-conv_labels = plotting.LADDER_LABELS | {"explained_variance": "explained variance (conventional)", "cossim": "cosine",
-                                        "kl_div_score": "KL-divergence score"}
-convergence.budget_wide(conv["comparison"], labels=conv_labels)
+convergence.budget_wide(conv["comparison"], labels=labels)
 
 # %%
 fig = plotting.convergence_curves(convergence.curves(conv["logs"]), mark_tokens=conv_steps["headline"] * ex.profile.batch_size,
@@ -185,7 +183,7 @@ fig = plotting.convergence_curves(convergence.curves(conv["logs"]), mark_tokens=
 plotting.savefig(fig, "convergence")
 
 # %%
-display(Markdown(convergence.budget_sentence(conv["comparison"], "headline", "paper", conv_labels)))
+display(Markdown(convergence.budget_sentence(conv["comparison"], "headline", "paper", labels)))
 
 # %% [markdown]
 # The training curves are measured on the training batches (explained variance of the batch, latents

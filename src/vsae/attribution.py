@@ -179,14 +179,13 @@ def matched_lr(runs: pd.DataFrame, metrics: Sequence[str], confidence: float = 0
     return pd.DataFrame(rows)
 
 
-_LEADER = {verdicts.HOLDS: "TopK higher", verdicts.REVERSED: "vSAE higher", verdicts.NOT_SEPARATED: "not separated"}
 
 
 def matched_lr_wide(res: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """:func:`matched_lr` as a table: rows = settings, columns = metrics, cells
     ``"+0.005 ± 0.002 (TopK higher)"`` (TopK − vSAE)."""
     labels = dict(LR_SETTINGS)
-    t = res.assign(text=[f"{_pm(r.diff, r.half, digits)} ({_LEADER[r.verdict]})" for r in res.itertuples()],
+    t = res.assign(text=[f"{_pm(r.diff, r.half, digits)} ({verdicts.LEADER[r.verdict]})" for r in res.itertuples()],
                    row=[labels[s] for s in res.setting])
     order = list(dict.fromkeys(t.row))
     return t.pivot(index="row", columns="metric", values="text").loc[order, list(dict.fromkeys(res.metric))] \
@@ -210,13 +209,13 @@ def matched_lr_sentence(res: pd.DataFrame, labels: dict[str, str] | None = None,
         name = labels.get(m, m)
         if not {"own", "topk", "vsae"} <= set(v):
             continue
-        cells = (f"own rates {_LEADER[v['own']]} ({d['own']:+.3f}), at TopK's rate {_LEADER[v['topk']]} "
-                 f"({d['topk']:+.3f}), at the vSAE's rate {_LEADER[v['vsae']]} ({d['vsae']:+.3f})")
+        cells = (f"own rates {verdicts.LEADER[v['own']]} ({d['own']:+.3f}), at TopK's rate {verdicts.LEADER[v['topk']]} "
+                 f"({d['topk']:+.3f}), at the vSAE's rate {verdicts.LEADER[v['vsae']]} ({d['vsae']:+.3f})")
         if v["own"] == v["topk"] == v["vsae"]:
             verdict = "the comparison does not depend on the learning-rate mismatch"
         elif v["topk"] == v["vsae"]:
-            verdict = (f"at matched rates it is **{_LEADER[v['topk']]}** either way, so the own-rates result "
-                       f"({_LEADER[v['own']]}) comes from the learning-rate mismatch, not the architecture")
+            verdict = (f"at matched rates it is **{verdicts.LEADER[v['topk']]}** either way, so the own-rates result "
+                       f"({verdicts.LEADER[v['own']]}) comes from the learning-rate mismatch, not the architecture")
         else:
             verdict = "the comparison **depends on the learning rate**"
         lines.append(f"* **{name}**: {cells}; {verdict}.")

@@ -24,6 +24,10 @@ from . import stats, verdicts
 
 #: core metrics compared across budgets (higher is better for all)
 METRICS = ("frac_alive", "explained_variance", "explained_variance_saebench", "cossim", "ce_loss_score", "kl_div_score")
+#: how the chapters name :data:`METRICS` in the comparison's table and sentence
+METRIC_LABELS = {"frac_alive": "fraction alive", "explained_variance": "explained variance (conventional)",
+                 "explained_variance_saebench": "explained variance (SAE Bench)", "cossim": "cosine",
+                 "ce_loss_score": "CE-loss score", "kl_div_score": "KL-divergence score"}
 #: training-log quantities of :func:`curves` (``frac_inactive``: latents silent for the trainer's window)
 LOG_METRICS = ("mse", "ev", "l0", "frac_inactive")
 
@@ -62,7 +66,7 @@ def budget_wide(table: pd.DataFrame, digits: int = 3, labels: dict[str, str] | N
         steps = int(g["steps"].iloc[0])
         out[(f"{budget} ({steps:,} steps)", "TopK")] = [stats.fmt(a, h, digits) for a, h in zip(g.topk, g.topk_half)]
         out[(f"{budget} ({steps:,} steps)", "vSAE")] = [stats.fmt(a, h, digits) for a, h in zip(g.vsae, g.vsae_half)]
-        out[(f"{budget} ({steps:,} steps)", "separated")] = [_verdict_word(v) for v in g.verdict]
+        out[(f"{budget} ({steps:,} steps)", "separated")] = [verdicts.LEADER[v] for v in g.verdict]
         index = [labels.get(m, m) for m in g.index]
     return pd.DataFrame(out, index=index)
 
@@ -84,7 +88,7 @@ def budget_sentence(table: pd.DataFrame, short: str, long: str,
         a, b = t.loc[(short, m)], t.loc[(long, m)]
         name = labels.get(m, m.replace("_", " "))
         text = (f"{name} (TopK − vSAE {a['diff']:+.3f} → {b['diff']:+.3f}; "
-                f"{_verdict_word(a['verdict'])} → {_verdict_word(b['verdict'])})")
+                f"{verdicts.LEADER[a['verdict']]} → {verdicts.LEADER[b['verdict']]})")
         (same if a["verdict"] == b["verdict"] else changed).append(text)
     steps = {b: int(t.loc[b]["steps"].iloc[0]) for b in (short, long)}
     n = int(table["n_seeds"].min())
@@ -96,11 +100,6 @@ def budget_sentence(table: pd.DataFrame, short: str, long: str,
     if changed:
         parts.append("it **changes** for " + "; ".join(changed))
     return head + ", and ".join(parts) + "."
-
-
-def _verdict_word(v: str) -> str:
-    return {verdicts.HOLDS: "TopK higher", verdicts.REVERSED: "vSAE higher",
-            verdicts.NOT_SEPARATED: "not separated"}.get(v, v)
 
 
 def curves(logs: pd.DataFrame, metrics: Sequence[str] = LOG_METRICS) -> pd.DataFrame:

@@ -187,7 +187,7 @@ class Experiment:
 
         k = self.showcase_k() if k is None else int(k)
         n_train_tokens = self.profile.n_convergence_tokens if n_train_tokens is None else int(n_train_tokens)
-        sub = Experiment(dataclasses.replace(self.profile, n_train_tokens=int(n_train_tokens)), self.device, self.store)
+        sub = Experiment(dataclasses.replace(self.profile, n_train_tokens=n_train_tokens), self.device, self.store)
         budgets = budgets or {"headline": self.profile.steps, "paper": sub.profile.steps}
         too_long = {b: s for b, s in budgets.items() if s * self.profile.batch_size > n_train_tokens}
         if too_long:

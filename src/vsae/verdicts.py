@@ -28,6 +28,9 @@ from . import stats
 
 HOLDS, REVERSED, NOT_SEPARATED = "holds", "reversed", "not separated"
 VERDICTS = (HOLDS, REVERSED, NOT_SEPARATED)
+#: the verdict of "TopK is higher than the vSAE" (``compare(topk, vsae)``) as the tables name the side
+#: separated above the other
+LEADER = {HOLDS: "TopK higher", REVERSED: "vSAE higher", NOT_SEPARATED: "not separated"}
 
 #: "sparse probing is comparable": the paper's largest |Δ accuracy| over k is 0.011; we call two
 #: probing accuracies equivalent when they differ by less than 0.03 (three points of accuracy)
