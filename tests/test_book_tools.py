@@ -446,3 +446,31 @@ def test_browser_and_tables_commands_parse_and_refuse_an_unknown_k(monkeypatch, 
     with pytest.raises(SystemExit) as e:
         book.main(["browser", "--profile", "smoke", "--k-values", "7"])
     assert e.value.code == 2 and "k [7] is not a headline k" in capsys.readouterr().err
+
+
+def _nb(*cells):
+    return {"cells": [{"cell_type": "code", "source": src, "outputs": outs} for src, outs in cells]}
+
+
+def _out(text):
+    return {"output_type": "stream", "name": "stdout", "text": text}
+
+
+def test_output_differences_match_cells_by_source_and_apply_the_sanitizers():
+    san = chapter_outputs.read_sanitizers(book.REPO_ROOT / "tests" / "nbval_sanitize.cfg")
+    old = _nb(("print(a)", [_out("EV 0.951 in 12.3 s\n")]), ("print(b)", [_out("CE 0.99\n")]),
+              ("gone()", [_out("x\n")]), ("print(a)", [_out("second 1\n")]))
+    new = _nb(("print(a)", [_out("EV 0.951 in 40.0 s\n")]), ("print(b)", [_out("CE 0.98\n")]),
+              ("added()", []), ("print(a)", [_out("second 1\n")]))
+    d = chapter_outputs.output_differences(old, new, san, "ch")
+    # the timing differs only inside the sanitized <TIME>; the CE value is a real change
+    assert len(d["changed"]) == 1 and d["changed"][0].startswith("ch: print(b)")
+    assert "-stream stdout: CE 0.99" in d["changed"][0] and "+stream stdout: CE 0.98" in d["changed"][0]
+    assert d["only_new"] == ["ch: added()"] and d["only_old"] == ["ch: gone()"]
+    # without sanitizers the timing is a difference too
+    assert len(chapter_outputs.output_differences(old, new, (), "ch")["changed"]) == 2
+
+
+def test_compare_parses_its_revision():
+    with pytest.raises(SystemExit):
+        book.main(["compare", "--profile", "nope"])

@@ -14,6 +14,7 @@ Command line (what the Makefile calls)::
     python -m vsae.book verify  --profile offline
     python -m vsae.book browser --profile offline [--k-values 64,256]   # (re)write the feature browser (build does it too)
     python -m vsae.book tables  --profile offline    # (re)export the result tables (build does it too)
+    python -m vsae.book compare --profile offline [--against HEAD]   # outputs that changed since a commit
 
 Provenance: the default profile writes the committed chapters, so ``build`` and ``chapter`` refuse to
 run it from a git tree whose tracked sources are modified (commit or stash first; the build's own
@@ -375,11 +376,42 @@ def verify(profile: str = DEFAULT_PROFILE) -> int:
     return subprocess.run(cmd, cwd=str(chapters_dir(profile))).returncode
 
 
+def compare(profile: str = DEFAULT_PROFILE, against: str = "HEAD") -> int:
+    """Compare the executed chapters with those committed at ``against``, as nbval would compare them.
+
+    For every chapter: cells of the same source whose textual outputs differ after the nbval sanitizers
+    (``tests/nbval_sanitize.cfg``), and cells whose source changed. It answers "did my change alter a
+    number?" after a rebuild without re-executing anything. Returns 1 when any output changed.
+    """
+    from .chapter_outputs import output_differences, read_sanitizers
+
+    san = read_sanitizers(REPO_ROOT / "tests" / "nbval_sanitize.cfg")
+    n_changed = n_same = 0
+    for name in chapters():
+        path = chapters_dir(profile) / f"{name}.ipynb"
+        rel = path.relative_to(REPO_ROOT).as_posix()
+        old = subprocess.run(["git", "show", f"{against}:{rel}"], cwd=str(REPO_ROOT), capture_output=True, text=True)
+        if old.returncode != 0 or not path.exists():
+            print(f"[vsae.book] {name}: not in both ({'no ' + rel + ' at ' + against if old.returncode else 'not executed'})")
+            continue
+        d = output_differences(json.loads(old.stdout), json.loads(path.read_text()), san, name)
+        n_cells = sum(c.get("cell_type") == "code" for c in json.loads(path.read_text())["cells"])
+        same = n_cells - len(d["changed"]) - len(d["only_new"])
+        n_changed += len(d["changed"])
+        n_same += same
+        print(f"[vsae.book] {name}: {same} cells as before, {len(d['changed'])} changed outputs, "
+              f"{len(d['only_new'])} new or edited cells, {len(d['only_old'])} removed or edited")
+        for line in d["changed"]:
+            print("  changed " + line)
+    print(f"[vsae.book] compared with {against}: {n_same} code cells reproduce their outputs, {n_changed} differ")
+    return 1 if n_changed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vsae.book", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for c in ("build", "site", "verify", "chapter", "browser", "tables"):
+    for c in ("build", "site", "verify", "chapter", "browser", "tables", "compare"):
         p = sub.add_parser(c)
         p.add_argument("--profile", default=DEFAULT_PROFILE)
         if c in ("build", "chapter", "browser", "tables"):
@@ -390,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "the chapters then record <sha>+dirty")
         if c == "chapter":
             p.add_argument("name")
+        if c == "compare":
+            p.add_argument("--against", default="HEAD", help="the git revision whose committed chapters to compare with")
         if c == "browser":
             p.add_argument("--k-values", default=None, help="comma-separated k: the main-seed pair at each "
                                                                "(default: chapter 08's k)")
@@ -417,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         write_tables(a.profile, a.device)
     elif a.cmd == "verify":
         return verify(a.profile)
+    elif a.cmd == "compare":
+        return compare(a.profile, a.against)
     elif a.cmd == "chapter":
         if a.name not in chapters():
             ap.error(f"unknown chapter {a.name!r}; chapters are {chapters()}")

@@ -250,3 +250,61 @@ def provenance_problems(notebooks: dict[str, dict]) -> list[str]:
     for name, nb in notebooks.items():
         problems += output_problems(nb, name)
     return problems
+
+
+def read_sanitizers(cfg_path: Path) -> list[tuple[re.Pattern, str]]:
+    """The ``(regex, replacement)`` pairs of an nbval sanitize file (``tests/nbval_sanitize.cfg``)."""
+    import configparser
+
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.read_string(Path(cfg_path).read_text())
+    return [(re.compile(cp[s]["regex"]), cp[s]["replace"]) for s in cp.sections()]
+
+
+def _cell_texts(cell: dict, sanitizers) -> list[str]:
+    texts = []
+    for out in cell.get("outputs", []):
+        for what, text in _output_texts(out):
+            for rx, rep in sanitizers:
+                text = rx.sub(rep, text)
+            texts.append(f"{what}: {text}")
+    return texts
+
+
+def output_differences(old: dict, new: dict, sanitizers=(), name: str = "") -> dict[str, list[str]]:
+    """What changed between two executions of a chapter, as nbval would see it, cell by cell.
+
+    Code cells are matched by their source. Returns ``{"changed": [...], "only_old": [...],
+    "only_new": [...]}``: cells of the same source whose textual outputs differ after the sanitizers
+    (images are not compared, as ``nbval --nbval-lax`` skips them too), and cells whose source is in
+    one notebook only (the notebook's code changed there, so a difference is expected). A cell whose
+    source appears several times is matched in order of appearance.
+    """
+    def code_cells(nb):
+        cells: dict[str, list[dict]] = {}
+        for c in nb.get("cells", []):
+            if c.get("cell_type") == "code":
+                src = "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+                cells.setdefault(src, []).append(c)
+        return cells
+
+    o, n = code_cells(old), code_cells(new)
+    first = lambda src: src.strip().splitlines()[0][:70] if src.strip() else "<empty cell>"  # noqa: E731
+    res: dict[str, list[str]] = {"changed": [], "only_old": [], "only_new": []}
+    for src, cells in n.items():
+        for i, cell in enumerate(cells):
+            if i >= len(o.get(src, [])):
+                res["only_new"].append(f"{name}: {first(src)}")
+                continue
+            a, b = _cell_texts(o[src][i], sanitizers), _cell_texts(cell, sanitizers)
+            if a != b:
+                import difflib
+
+                diff = [ln for ln in difflib.unified_diff("\n".join(a).splitlines(), "\n".join(b).splitlines(),
+                                                          lineterm="", n=0) if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
+                res["changed"].append(f"{name}: {first(src)}\n    " + "\n    ".join(diff[:8])
+                                      + (f"\n    ... {len(diff) - 8} more lines" if len(diff) > 8 else ""))
+    for src, cells in o.items():
+        extra = len(cells) - len(n.get(src, []))
+        res["only_old"] += [f"{name}: {first(src)}"] * max(extra, 0)
+    return res
