@@ -448,7 +448,7 @@ def test_browser_and_tables_commands_parse_and_refuse_an_unknown_k(monkeypatch, 
     assert e.value.code == 2 and "k [7] is not a headline k" in capsys.readouterr().err
 
 
-def _nb(*cells):
+def _nb_by_source(*cells):
     return {"cells": [{"cell_type": "code", "source": src, "outputs": outs} for src, outs in cells]}
 
 
@@ -458,9 +458,9 @@ def _out(text):
 
 def test_output_differences_match_cells_by_source_and_apply_the_sanitizers():
     san = chapter_outputs.read_sanitizers(book.REPO_ROOT / "tests" / "nbval_sanitize.cfg")
-    old = _nb(("print(a)", [_out("EV 0.951 in 12.3 s\n")]), ("print(b)", [_out("CE 0.99\n")]),
+    old = _nb_by_source(("print(a)", [_out("EV 0.951 in 12.3 s\n")]), ("print(b)", [_out("CE 0.99\n")]),
               ("gone()", [_out("x\n")]), ("print(a)", [_out("second 1\n")]))
-    new = _nb(("print(a)", [_out("EV 0.951 in 40.0 s\n")]), ("print(b)", [_out("CE 0.98\n")]),
+    new = _nb_by_source(("print(a)", [_out("EV 0.951 in 40.0 s\n")]), ("print(b)", [_out("CE 0.98\n")]),
               ("added()", []), ("print(a)", [_out("second 1\n")]))
     d = chapter_outputs.output_differences(old, new, san, "ch")
     # the timing differs only inside the sanitized <TIME>; the CE value is a real change
