@@ -76,3 +76,37 @@ def test_absorption_interp_latent_on_the_real_modules(real):
     x = lm.resid(torch.randint(2, 50000, (2, 40))).reshape(-1, lm.d_model)
     s = latent.collect_codes(sae, x, n_tokens=80, min_density=0.0)
     assert s.codes.shape[0] == 80 and latent.decoder_cosine_stats(sae)["n_latents"] == 128
+
+
+def test_pooled_evals_one_sae_at_a_time_equal_all_at_once(real, tmp_path):
+    """What :meth:`vsae.pipeline.Experiment.pool_evals` does (residual probes trained once, one SAE per
+    call, its pooled codes freed after its three evals) gives every SAE exactly the rows of one call
+    over all SAEs."""
+    import pandas as pd
+
+    from vsae.evals import (ScrTppConfig, SparseProbingConfig, build_suite, harvest_pool, run_scr,
+                            run_sparse_probing, run_tpp, train_scr_probes, train_tpp_probes)
+    from vsae.store import Store
+
+    lm, saes = real
+    store = Store(tmp_path)
+    suite = build_suite("smoke", lm, n_train=20, n_test=10, ctx_len=32, documents=fake_documents(), store=store,
+                        max_passages_per_doc=4)
+    pool = harvest_pool(lm, suite, store, progress=False)
+    pcfg, acfg = SparseProbingConfig(full_probe="sklearn"), ScrTppConfig(n_values=(2, 500), probe_epochs=3)
+
+    def evals(group, probes=None):
+        out = {"probing": run_sparse_probing(group, pool, cfg=pcfg),
+               "scr": run_scr(group, pool, cfg=acfg, probes=None if probes is None else probes[0]),
+               "tpp": run_tpp(group, pool, cfg=acfg, probes=None if probes is None else probes[1])}
+        pool.clear_codes()
+        return out
+
+    together = evals(saes)
+    shared = ([train_scr_probes(pool, p, acfg) for p in suite.scr], [train_tpp_probes(pool, d, acfg) for d in suite.tpp])
+    for name, sae in saes.items():
+        alone = evals({name: sae}, shared)
+        assert not pool._codes  # freed before the next SAE
+        for t, df in together.items():
+            pd.testing.assert_frame_equal(alone[t].reset_index(drop=True),
+                                          df[df["sae"] == name].reset_index(drop=True))

@@ -250,8 +250,9 @@ class Experiment:
     def sae_dir(self, v: Variant) -> Path:
         return self.store.path("sae", self._sae_key_cfg(v))
 
-    def train(self, variants: list[Variant], progress: bool = True) -> dict:
-        """Train the variants that are not stored yet (all from one pass when their trainer settings agree)."""
+    def train(self, variants: list[Variant], progress: bool = True, load: bool = True) -> dict:
+        """Train the variants that are not stored yet (all from one pass when their trainer settings
+        agree); returns them loaded (eval mode, on the device), or ``{}`` with ``load=False``."""
         from .models import load_sae
         from .training import train_saes
 
@@ -275,6 +276,8 @@ class Experiment:
                         shutil.copy2(work / v.name / f, tmp / f)
                     (tmp / "variant.json").write_text(json.dumps({"name": v.name}))
             shutil.rmtree(work, ignore_errors=True)
+        if not load:
+            return {}
         return {v.name: load_sae(self.sae_dir(v)).to(self.device).eval() for v in variants}
 
     def logs(self, variants: list[Variant]) -> pd.DataFrame:
@@ -291,11 +294,15 @@ class Experiment:
 
     # ---------------------------------------------------------------------------- evaluation
     def per_sae_tables(self, kind: str, variants: list[Variant], eval_cfg: dict,
-                       compute: Callable[[dict], dict[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
+                       compute: Callable[[dict], dict[str, pd.DataFrame]],
+                       chunk: int | None = None) -> dict[str, pd.DataFrame]:
         """Evaluate each SAE once per ``eval_cfg`` and store its rows of every table.
 
         ``compute({name: sae})`` returns ``{table_name: DataFrame}``, each with an ``sae`` column; SAEs
-        already evaluated with this ``eval_cfg`` are read back instead of recomputed.
+        already evaluated with this ``eval_cfg`` are read back instead of recomputed. ``chunk``: how
+        many SAEs one ``compute`` call gets (None: all of them, for evals that share work between
+        SAEs); each call's rows are stored before the next call starts, so a killed run keeps them,
+        and only that call's SAEs are in memory.
         """
         frames: dict[str, list[pd.DataFrame]] = {}
         todo = []
@@ -309,14 +316,21 @@ class Experiment:
             else:
                 todo.append((v, cfg))
         if todo:
-            saes = self.train([v for v, _ in todo])
-            tables = compute(saes)
-            for v, cfg in todo:
-                rows = {tname: df[df["sae"] == v.name].reset_index(drop=True) for tname, df in tables.items()}
-                with self.store.writing(kind, cfg) as tmp:
-                    write_tables(tmp, rows)
-                for tname, df in rows.items():
-                    frames.setdefault(tname, []).append(df)
+            from .models import load_sae
+
+            self.train([v for v, _ in todo], load=False)
+            size = len(todo) if chunk is None else max(1, int(chunk))
+            for a in range(0, len(todo), size):
+                part = todo[a : a + size]
+                saes = {v.name: load_sae(self.sae_dir(v)).to(self.device).eval() for v, _ in part}
+                tables = compute(saes)
+                del saes
+                for v, cfg in part:
+                    rows = {tname: df[df["sae"] == v.name].reset_index(drop=True) for tname, df in tables.items()}
+                    with self.store.writing(kind, cfg) as tmp:
+                        write_tables(tmp, rows)
+                    for tname, df in rows.items():
+                        frames.setdefault(tname, []).append(df)
         order = {v.name: i for i, v in enumerate(variants)}
         arch = {v.name: v.architecture for v in variants}
         out = {}
@@ -381,21 +395,28 @@ class Experiment:
         token of the pool through the encoder), so one pass serves the three chapters.
         """
         from .evals.probing import SparseProbingConfig, run_sparse_probing
-        from .evals.scr_tpp import run_scr, run_tpp
+        from .evals.scr_tpp import run_scr, run_tpp, train_scr_probes, train_tpp_probes
 
         pcfg = SparseProbingConfig(seed=self.profile.seed)
         acfg = self._scr_tpp_cfg()
         eval_cfg = {"pool": self._pool_id(), "probing": pcfg.to_dict(), "scr_tpp": acfg.to_dict()}
 
-        def compute(saes):
-            llm = self.llm_probe_baseline
-            out = {"probing": run_sparse_probing(saes, self.pool, cfg=pcfg, llm=llm),
-                   "scr": run_scr(saes, self.pool, cfg=acfg),
-                   "tpp": run_tpp(saes, self.pool, cfg=acfg)}
-            self.pool.clear_codes()
-            return out
+        probes = {}
 
-        return self.per_sae_tables("pool_evals", variants, eval_cfg, compute)
+        def compute(saes):
+            if not probes:  # the residual-stream probes of SCR and TPP: trained once, shared by every SAE
+                probes["scr"] = [train_scr_probes(self.pool, p, acfg) for p in self.pool.suite.scr]
+                probes["tpp"] = [train_tpp_probes(self.pool, d, acfg) for d in self.pool.suite.tpp]
+            try:
+                return {"probing": run_sparse_probing(saes, self.pool, cfg=pcfg, llm=self.llm_probe_baseline),
+                        "scr": run_scr(saes, self.pool, cfg=acfg, probes=probes["scr"]),
+                        "tpp": run_tpp(saes, self.pool, cfg=acfg, probes=probes["tpp"])}
+            finally:
+                self.pool.clear_codes()
+
+        # one SAE at a time: its pooled codes (about 0.1 GB at d_sae 4608 on the offline pool) serve its
+        # three evals and are freed before the next SAE's, so memory does not grow with the number of SAEs
+        return self.per_sae_tables("pool_evals", variants, eval_cfg, compute, chunk=1)
 
     def sparse_probing(self, variants: list[Variant]) -> pd.DataFrame:
         """SAE Bench sparse probing, one row per (sae, dataset, task, k) plus ``dataset == "ALL"`` rows."""
