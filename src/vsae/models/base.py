@@ -123,12 +123,14 @@ class SAEBase(nn.Module):
         """(x - shift) @ W + b, dense, in compute_dtype (float32 or bfloat16).
 
         With ``slot`` the result is written into a reused per-thread scratch buffer (no 100 MB
-        allocation and page faults per training step); only for tensors that do not outlive the
-        call that made them.
+        allocation and page faults per training step or evaluation chunk: slot ``"pre"`` in
+        training, ``"pre_eval"`` when encoding for an evaluation); only for tensors that do not
+        outlive the call that made them.
         """
         xc = x2 if shift is None else x2 - shift
         cd = self.compute_dtype
-        out = _scratch(slot, (xc.shape[0], W.shape[1]), cd) if slot else None
+        dt = cd if cd != torch.float32 else torch.promote_types(xc.dtype, W.dtype)  # float64 SAEs stay float64
+        out = _scratch(slot, (xc.shape[0], W.shape[1]), dt) if slot else None
         if cd == torch.float32:
             return torch.addmm(b, xc, W, out=out) if out is not None else torch.addmm(b, xc, W)
         args = (b.to(cd), xc.to(cd), W.to(cd))

@@ -47,7 +47,7 @@ class TopKSAE(SAEBase):
         W, b, shift = self.W_enc, self.b_enc, self._shift()
         want_grad = compute_loss and torch.is_grad_enabled() and cfg.l2_preact_coeff * kl_scale > 0
         with torch.no_grad():
-            pre = self._dense_pre(x2, W, b, shift, slot="pre" if compute_loss else None)
+            pre = self._dense_pre(x2, W, b, shift, slot="pre" if compute_loss else "pre_eval")
             _, idx = topk_select(pre, cfg.k)  # ReLU is monotone: TopK(ReLU(a)) = ReLU(TopK(a))
             raw = self._vals_at(pre, idx)
             if not compute_loss:

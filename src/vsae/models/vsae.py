@@ -110,7 +110,7 @@ class VSAE(SAEBase):
         s = cfg.act_scale
         learned = cfg.var_mode == "learned"
         lv_pre = eps = sigma = None
-        pre = self._dense_pre(x2, self.W_enc, self.b_enc, self._shift(), slot="pre" if compute_loss else None)
+        pre = self._dense_pre(x2, self.W_enc, self.b_enc, self._shift(), slot="pre" if compute_loss else "pre_eval")
         if learned and (sample or compute_loss):
             lv_pre = self._dense_pre(x2, self.W_var, self.b_var, None, slot="lv_pre" if compute_loss else None)
         if not sample:
