@@ -62,6 +62,7 @@ verify: assets
 benchmarks: setup
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/harvest_throughput.py
+	$(PY) benchmarks/eval_throughput.py
 
 clean-book:
 	rm -rf _build .stage

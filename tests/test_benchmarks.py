@@ -82,3 +82,16 @@ def test_peer_envs_pin_torch_first(peers):
         assert peers.TORCH_PIN in spec["pins"]
     assert peers.ENVS["sae_lens"]["packages"] == ["sae-lens==6.54.12"]
     assert peers.ENVS["dictionary_learning"]["packages"] == ["dictionary-learning==0.1.0"]
+
+
+def test_eval_benchmark_runs_the_offline_profile_shapes():
+    from vsae.profiles import get_profile
+
+    ev = _load("eval_throughput")
+    p = get_profile("offline")
+    assert (ev.D_IN, ev.D_SAE) == (576, 576 * p.expansion) == (576, 4608)
+    assert (ev.EVAL_TOKENS, ev.CE_CONTEXTS, ev.CTX_LEN) == (p.n_eval_tokens, p.n_ce_contexts, p.ctx_len) == (327_680, 64, 128)
+    assert ev.PROFILE.layer == p.layer and ev.K in p.k_values
+    saes = ev._saes(3)
+    assert [s.cfg.architecture for s in saes.values()] == ["topk", "vsae", "topk"]
+    assert all(s.cfg.d_sae == 4608 and s.cfg.k == 256 and not s.training for s in saes.values())
