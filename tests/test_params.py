@@ -114,18 +114,21 @@ def test_seed_variants_names_and_seeds(tmp_path):
     assert "seeds" not in groups and {v.seed for g in groups.values() for v in g} == {5}
 
 
-def test_per_sae_tables_reads_back_under_the_callers_names(tmp_path):
+def test_per_sae_tables_reads_back_under_the_callers_names(tmp_path, monkeypatch):
     import dataclasses
     from types import SimpleNamespace
 
     import pandas as pd
+    import torch
 
     from vsae.pipeline import Experiment
     from vsae.store import Store
 
     ex = Experiment("smoke", store=Store(tmp_path), seeds=[5, 6], k_values=[8])
     ex.__dict__["train_acts"] = SimpleNamespace(manifest={"d_model": 16, "checksum": "x"})
-    ex.train = lambda variants: {v.name: None for v in variants}  # no training: the tables are made up
+    ex.train = lambda variants, load=True: {}  # no training and no SAEs: the tables are made up
+    loaded = []
+    monkeypatch.setattr("vsae.models.load_sae", lambda path: loaded.append(path) or torch.nn.Identity())
     calls = []
 
     def compute(saes):
@@ -138,6 +141,7 @@ def test_per_sae_tables_reads_back_under_the_callers_names(tmp_path):
     renamed = [dataclasses.replace(v, name=f"run {i}") for i, v in enumerate(vs)]
     again = ex.per_sae_tables("demo", renamed, {"x": 1}, compute)["t"]
     assert len(calls) == 1  # read back, not recomputed
+    assert len(loaded) == 4  # each SAE loaded once, for the one computation
     assert list(again["sae"]) == [f"run {i}" for i in range(4)]
     assert list(again["value"]) == list(first["value"]) and list(again["sae_k"]) == [8] * 4
 
