@@ -126,8 +126,12 @@ def cosine_similarity(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """Per-row cosine similarity (0 where either vector is zero)."""
     x = x.double()
     x_hat = x_hat.double()
-    num = (x * x_hat).sum(-1)
-    den = x.norm(dim=-1) * x_hat.norm(dim=-1)
+    return _cosine_from((x * x_hat).sum(-1), x.norm(dim=-1), x_hat.norm(dim=-1))
+
+
+def _cosine_from(num: torch.Tensor, n_x: torch.Tensor, n_y: torch.Tensor) -> torch.Tensor:
+    """Per-row cosine from the dot products and the two norms (0 where either norm is zero)."""
+    den = n_x * n_y
     return torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num))
 
 
@@ -219,11 +223,10 @@ class _Acc:
         """Add one batch: inputs ``x`` [n, d_in], reconstructions ``x_hat`` and the codes, either dense
         ``f`` [n, d_sae] or sparse ``values`` / ``indices`` [n, k] (the same counts, exactly; the L1
         sum in another order). The sparse form skips every pass over the dense [n, d_sae] codes."""
-        # One pass per quantity, each intermediate computed once and reused (x*x is bitwise
-        # x.pow(2): ATen squares by multiplying). Every sum below is the same reduction of the same
-        # values as in the plain formulas, so the metrics are bit for bit those of computing each
-        # one separately (tests/test_eval_core.py keeps that reference), in about half the time
-        # and with a third of the temporaries of 2048 x d_in doubles.
+        # Each intermediate computed once and reused (x*x is bitwise x.pow(2): ATen squares by
+        # multiplying). Every sum below is the same reduction of the same values as in the plain
+        # formulas, so the metrics are bit for bit those of computing each one separately
+        # (tests/test_eval_core_bitwise.py keeps that reference); fewer [n, d_in] temporaries.
         x = x.double()
         x_hat = x_hat.double()
         n = x.shape[0]
@@ -262,8 +265,7 @@ class _Acc:
         nin = x.norm(dim=-1)
         nout = x_hat.norm(dim=-1)
         num = torch.mul(x, x_hat, out=buf).sum(-1)
-        den = nin * nout
-        cos = float(torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num)).sum())
+        cos = float(_cosine_from(num, nin, nout).sum())
         self.cos += cos
         self.b_n.append(n)
         self.b_sum_x.append(sx)
