@@ -12,7 +12,9 @@ random SAEs at its shapes (TopK and vSAE, d_sae = expansion x d_model = 4608, k 
 - the CE/KL pass (``downstream_metrics`` on random-token contexts of 128 tokens, batches of 8),
   split into the part shared by all SAEs of a call (clean and zero-ablation runs) and the part
   each SAE adds (one spliced run of the layers after the hook), from calls with one and with three
-  SAEs, per the profile's 64 contexts;
+  SAEs, per the profile's 64 contexts; and the shared part again when a ``CleanRuns`` stored by an
+  earlier call serves it (the book's path since the clean and zero-ablated runs are stored: the
+  first call on the contexts computes and writes them, every later call reads them back);
 - the pooled codes of the probing/SCR/TPP pool (``PassagePool.pooled_codes``), in seconds per SAE
   per 100,000 pool tokens.
 
@@ -20,7 +22,8 @@ Random inputs cost what real ones cost here (the same dense matmuls, selections 
 numbers are timings only. The parts run one after the other, nothing interleaved: compare figures
 measured on the same machine at about the same load (printed at start and end); to compare two
 commits, run this script from each checkout in turn, twice. The last line reads
-``eval: recon_s_per_sae=<a> cekl_s_per_sae=<b> cekl_s_shared=<c> pooled_s_per_100k=<d>``.
+``eval: recon_s_per_sae=<a> cekl_s_per_sae=<b> cekl_s_shared=<c> pooled_s_per_100k=<d>
+cekl_s_shared_stored=<e>``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -36,11 +40,12 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from vsae.evals.core import sparsity_and_reconstruction  # noqa: E402
-from vsae.evals.downstream import downstream_metrics  # noqa: E402
+from vsae.evals.downstream import CleanRuns, downstream_metrics  # noqa: E402
 from vsae.evals.tasks.pool import PassagePool  # noqa: E402
 from vsae.lm import D_MODEL, load_lm  # noqa: E402
 from vsae.models import TopKSAEConfig, VSAEConfig, build_sae  # noqa: E402
 from vsae.profiles import get_profile  # noqa: E402
+from vsae.store import Store  # noqa: E402
 
 PROFILE = get_profile("offline")
 D_IN = D_MODEL[PROFILE.lm]
@@ -72,17 +77,23 @@ def recon(n_tokens: int) -> float:
     return t / len(saes) * EVAL_TOKENS / n_tokens
 
 
-def cekl(n_contexts: int) -> tuple[float, float]:
-    """(seconds per SAE, seconds shared per call) of the CE/KL pass, scaled to CE_CONTEXTS."""
+def cekl(n_contexts: int) -> tuple[float, float, float, float]:
+    """Seconds, scaled to CE_CONTEXTS: (per SAE, shared per call, shared by the call that computes and
+    stores the clean runs, shared per call once they are stored) of the CE/KL pass."""
     lm = load_lm(PROFILE.lm, PROFILE.layer)
     ctx = torch.randint(100, 20_000, (n_contexts, CTX_LEN), generator=torch.Generator().manual_seed(2))
     saes = _saes(3)
+    one = {"topk_0": saes["topk_0"]}
     downstream_metrics({"w": saes["topk_0"]}, lm, ctx[:8])  # warm-up
-    t1 = _wall(lambda: downstream_metrics({"topk_0": saes["topk_0"]}, lm, ctx))
+    t1 = _wall(lambda: downstream_metrics(one, lm, ctx))
     t3 = _wall(lambda: downstream_metrics(saes, lm, ctx))
     per = (t3 - t1) / 2
+    with tempfile.TemporaryDirectory() as d:
+        runs = CleanRuns(Store(d), {"lm": lm.describe(), "benchmark": True})
+        t_write = _wall(lambda: downstream_metrics(one, lm, ctx, clean_runs=runs))
+        t_read = _wall(lambda: downstream_metrics(one, lm, ctx, clean_runs=runs))
     scale = CE_CONTEXTS / n_contexts
-    return per * scale, (t1 - per) * scale
+    return per * scale, (t1 - per) * scale, (t_write - per) * scale, (t_read - per) * scale
 
 
 def pooled(n_tokens: int) -> float:
@@ -115,14 +126,15 @@ def main(argv=None) -> None:
           f"d_sae {D_SAE}, k {K}; load average at start {os.getloadavg()[0]:.2f}")
     r = recon(EVAL_TOKENS // f)
     print(f"reconstruction pass ({EVAL_TOKENS // f:,} tokens, scaled to {EVAL_TOKENS:,}): {r:.1f} s per SAE")
-    per, shared = cekl(CE_CONTEXTS // f)
+    per, shared, written, stored = cekl(CE_CONTEXTS // f)
     print(f"CE/KL pass ({CE_CONTEXTS // f} contexts of {CTX_LEN}, scaled to {CE_CONTEXTS}): "
-          f"{per:.1f} s per SAE + {shared:.1f} s shared per call")
+          f"{per:.1f} s per SAE + {shared:.1f} s shared per call; with stored clean runs: "
+          f"{written:.1f} s shared by the call that stores them, {stored:.1f} s by each later call")
     p = pooled(400_000 // f)
     print(f"pooled codes ({400_000 // f:,} pool tokens): {p:.1f} s per SAE per 100,000 tokens")
     print(f"benchmark took {time.perf_counter() - t0:.0f} s; load average at end {os.getloadavg()[0]:.2f}")
     print(f"eval: recon_s_per_sae={r:.1f} cekl_s_per_sae={per:.1f} cekl_s_shared={shared:.1f} "
-          f"pooled_s_per_100k={p:.1f}")
+          f"pooled_s_per_100k={p:.1f} cekl_s_shared_stored={stored:.1f}")
 
 
 if __name__ == "__main__":

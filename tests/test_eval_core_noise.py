@@ -157,3 +157,101 @@ def test_one_log_softmax_per_run_is_bitwise_the_per_metric_ones():
     logp = D._logp(run)
     assert torch.equal(D._ce_per_token(logp, tok), ce_before)
     assert torch.equal(D._kl_per_token(clean_logp.exp(), clean_logp, logp), kl_before)
+
+
+class _CountingLM:
+    """``lm`` with its clean forwards (``resid``) and after-hook runs counted."""
+
+    def __init__(self, lm):
+        self._lm, self.n_resid, self.n_after = lm, 0, 0
+        self.d_vocab, self.device = lm.d_vocab, lm.device
+        self.special_token_ids, self.tokenizer = lm.special_token_ids, lm.tokenizer
+
+    def resid(self, tok):
+        self.n_resid += 1
+        return self._lm.resid(tok)
+
+    def logits_from_resid(self, r):
+        self.n_after += 1
+        return self._lm.logits_from_resid(r)
+
+
+def _saes_for(d):
+    torch.manual_seed(0)
+    return {"a": TinySAE(torch.randn(d, 64) / d ** 0.5, torch.randn(64, d) / 8, k=8), "perfect": perfect_sae(d)}
+
+
+def test_stored_clean_runs_give_the_same_scores_bit_for_bit(pythia, tmp_path):
+    """The first call with a CleanRuns computes and stores the clean and zero-ablated runs; a later
+    call (here: another SAE set, a fresh CleanRuns, as in another process) reads them back and runs
+    only its SAEs' spliced passes; every score and every per-context sum is that of the plain path."""
+    from vsae.store import Store
+
+    saes = _saes_for(pythia.d_model)
+    ctx = torch.randint(10, 2000, (5, 12))
+    plain_recs: list = []
+    plain = core.downstream_metrics(saes, pythia, ctx, batch_size=2, per_context=plain_recs)
+    store, key = Store(tmp_path), {"lm": pythia.describe()}
+    first_lm = _CountingLM(pythia)
+    first = core.downstream_metrics(saes, first_lm, ctx, batch_size=2, clean_runs=core.CleanRuns(store, key))
+    assert (first_lm.n_resid, first_lm.n_after) == (3, 3 * 4)  # 3 batches: clean, zero, 2 SAE runs
+    assert len(list((tmp_path / "clean_runs").glob("*/COMPLETE"))) == 1
+    later_lm, later_recs = _CountingLM(pythia), []
+    later = core.downstream_metrics(saes, later_lm, ctx, batch_size=2, per_context=later_recs,
+                                    clean_runs=core.CleanRuns(store, key))
+    assert (later_lm.n_resid, later_lm.n_after) == (0, 3 * 2)  # only the SAEs' runs
+    for out in (first, later):
+        for name in saes:
+            for k, v in plain[name].items():
+                assert v == out[name][k], (name, k)  # the same numbers, not merely close
+    assert pd.DataFrame(later_recs).equals(pd.DataFrame(plain_recs))
+    # other contexts, another batching or another thread count are another key: computed afresh
+    other = _CountingLM(pythia)
+    core.downstream_metrics(saes, other, ctx, batch_size=3, clean_runs=core.CleanRuns(store, key))
+    assert other.n_resid == 2 and len(list((tmp_path / "clean_runs").glob("*/COMPLETE"))) == 2
+
+
+def test_stored_clean_runs_resume_after_a_kill_and_refuse_a_damaged_file(pythia, tmp_path):
+    from vsae.store import Store
+
+    saes = _saes_for(pythia.d_model)
+    ctx = torch.randint(10, 2000, (6, 10))
+    store, key = Store(tmp_path), {"lm": pythia.describe()}
+    plain = core.downstream_metrics(saes, pythia, ctx, batch_size=2)
+
+    class Killed(Exception):
+        pass
+
+    class DiesInBatch3(TinySAE):
+        calls = 0
+
+        def encode(self, x):
+            DiesInBatch3.calls += 1
+            if DiesInBatch3.calls == 3:
+                raise Killed
+            return super().encode(x)
+
+    dying = DiesInBatch3(saes["a"].W_enc, saes["a"].W_dec, k=8)
+    with pytest.raises(Killed):
+        core.downstream_metrics({"d": dying}, pythia, ctx, batch_size=2, clean_runs=core.CleanRuns(store, key))
+    assert not list((tmp_path / "clean_runs").glob("*/COMPLETE"))  # not an artifact yet
+    staged = sorted(p.name for p in (tmp_path / "clean_runs").glob(".*.staging/batch_*"))
+    assert staged == ["batch_00000.safetensors", "batch_00001.safetensors", "batch_00002.safetensors"]
+    resumed_lm = _CountingLM(pythia)
+    out = core.downstream_metrics(saes, resumed_lm, ctx, batch_size=2, clean_runs=core.CleanRuns(store, key))
+    assert resumed_lm.n_resid == 0  # all three batches were staged before the kill (the SAE died after)
+    assert all(out[n][k] == plain[n][k] for n in saes for k in plain[n])
+    (done,) = (tmp_path / "clean_runs").glob("*/COMPLETE")
+    victim = done.parent / "batch_00001.safetensors"
+    victim.write_bytes(victim.read_bytes()[:100])
+    with pytest.raises(RuntimeError, match="delete .* and rerun"):
+        core.downstream_metrics(saes, pythia, ctx, batch_size=2, clean_runs=core.CleanRuns(store, key))
+
+
+def test_clean_runs_too_large_to_store_are_recomputed(pythia, tmp_path, monkeypatch):
+    from vsae.store import Store
+
+    monkeypatch.setenv("VSAE_CLEAN_RUNS_MAX_GB", "0")
+    ctx = torch.randint(10, 2000, (2, 8))
+    core.downstream_metrics(_saes_for(pythia.d_model), pythia, ctx, clean_runs=core.CleanRuns(Store(tmp_path), {}))
+    assert not (tmp_path / "clean_runs").exists()

@@ -349,13 +349,15 @@ class Experiment:
     def core(self, variants: list[Variant]) -> dict[str, pd.DataFrame]:
         """Core metrics on the held-out evaluation tokens: tables ``metrics``, ``density`` (with each
         latent's first firing token) and ``noise`` (bootstrap evaluation noise of every score)."""
-        from .evals.core import CoreConfig, evaluate_core
+        from .evals.core import CleanRuns, CoreConfig, evaluate_core
 
         cfg = CoreConfig(n_ce_contexts=self.profile.n_ce_contexts)
         eval_cfg = {"core": cfg.to_dict(), "acts": self.eval_acts.manifest.get("checksum")}
 
         def compute(saes):
-            res = evaluate_core(saes, self.eval_acts, self.lm, cfg=cfg)
+            # the CE/KL pass's clean and zero-ablated runs are stored by the first call and shared by all
+            clean_runs = CleanRuns(self.store, {"lm": self.lm.describe(), "device": str(self.device)})
+            res = evaluate_core(saes, self.eval_acts, self.lm, cfg=cfg, clean_runs=clean_runs)
             return {"metrics": res.metrics, "density": res.density, "noise": res.noise}
 
         return self.per_sae_tables("core", variants, eval_cfg, compute)

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from .common import d_sae_of, keep_mask, special_ids_of, to_sae
 # the downstream pass lives in its own module; its functions are part of the core evaluation's API
-from .downstream import bootstrap_downstream, contexts_from_cache, downstream_metrics, downstream_scores  # noqa: F401
+from .downstream import CleanRuns, bootstrap_downstream, contexts_from_cache, downstream_metrics, downstream_scores  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -408,6 +408,7 @@ def evaluate_core(
     contexts: torch.Tensor | None = None,
     tokens=None,
     cfg: CoreConfig = CoreConfig(),
+    clean_runs=None,
 ) -> CoreResult:
     """The core evaluation of several SAEs on held-out data.
 
@@ -417,6 +418,8 @@ def evaluate_core(
         lm: the ``LanguageModel``; without it the downstream scores are NaN.
         contexts: token contexts ``[n, T]`` for CE/KL; default: rebuilt from the cache.
         tokens: token ids aligned with a tensor ``acts`` (for the special-token mask).
+        clean_runs: a :class:`~vsae.evals.downstream.CleanRuns` that stores the CE/KL pass's clean and
+            zero-ablated runs for later calls on the same contexts (the same scores, bit for bit).
     Returns:
         ``CoreResult(metrics, density)``: one row per SAE, and the long density table.
     """
@@ -434,7 +437,7 @@ def evaluate_core(
         contexts = torch.as_tensor(contexts)[: cfg.n_ce_contexts]
         down = downstream_metrics(
             saes, lm, contexts, special_ids=special, batch_size=cfg.ce_batch_size,
-            exclude_special_tokens=cfg.exclude_special_tokens, per_context=per_context,
+            exclude_special_tokens=cfg.exclude_special_tokens, per_context=per_context, clean_runs=clean_runs,
         )
     rows, dens_rows, noise = [], [], []
     for name, sae in saes.items():

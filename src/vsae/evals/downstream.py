@@ -9,6 +9,9 @@ means over the evaluation contexts; special tokens are handled as :mod:`vsae.eva
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -122,6 +125,119 @@ def _forward_fns(lm):
     return clean_full, spliced_full
 
 
+def _clean_and_zero(clean_fn, spliced_fn, tok) -> dict[str, torch.Tensor]:
+    """One batch's runs that do not depend on the SAEs: the clean residual at the hook ``resid``,
+    the clean log-probabilities ``clean_logp`` [B, T, V], and per token the clean CE ``ce_clean``,
+    the zero-ablated CE ``ce_zero`` [B, T-1] and its KL to the clean run ``kl_zero`` [B, T]."""
+    clean, resid = clean_fn(tok)
+    clean_logp = _logp(clean)
+    del clean
+    ce_clean = _ce_per_token(clean_logp, tok)
+    zero_logp = _logp(spliced_fn(tok, resid, torch.zeros_like(resid)))
+    ce_zero = _ce_per_token(zero_logp, tok)
+    kl_zero = _kl_per_token(clean_logp.exp(), clean_logp, zero_logp, consume=True)
+    return {"resid": resid, "clean_logp": clean_logp, "ce_clean": ce_clean, "ce_zero": ce_zero, "kl_zero": kl_zero}
+
+
+#: the largest set of clean runs :class:`CleanRuns` stores, in GB of clean log-probabilities
+#: (``$VSAE_CLEAN_RUNS_MAX_GB``); larger sets (the paper profile's 3,200 contexts: ~80 GB) are recomputed
+#: by every call, as before
+CLEAN_RUNS_MAX_GB = 8.0
+
+
+class CleanRuns:
+    """The clean and zero-ablated runs of the CE/KL contexts, computed once and stored for every call.
+
+    Every :func:`downstream_metrics` call on the same contexts runs the same two LM passes per batch
+    before its SAEs' spliced passes: the clean forward (all blocks, for the clean log-probabilities
+    and the residual at the hook) and the zero-ablated one. They depend on the LM, the contexts, the
+    batching, the device and the thread count, not on the SAEs, so the first call writes each batch's
+    results (:func:`_clean_and_zero`: the residual, the clean log-probabilities and the per-token CE
+    and KL) to the store under that key and every later call, in any process, reads them back instead
+    of recomputing them: the same tensors, bit for bit, so the same scores
+    (``tests/test_eval_core_noise.py``). At the offline profile's 64 contexts that is 1.6 GB on disk
+    and one 200 MB batch in memory at a time.
+
+    ``CleanRuns(store, key)``: ``key`` is what identifies the LM's weights and settings (the pipeline
+    passes ``lm.describe()`` and the device). A batch written by a killed call is kept in the
+    artifact's staging folder and read back by the next call; the artifact is complete (and read
+    without recomputing anything) once every batch is there.
+    """
+
+    kind = "clean_runs"
+
+    def __init__(self, store, key: dict):
+        self.store = store
+        self.key = key
+
+    def bind(self, lm, contexts: torch.Tensor, batch_size: int) -> _BoundCleanRuns | None:
+        """The stored runs of these contexts in batches of ``batch_size`` (None if too large to store)."""
+        contexts = torch.as_tensor(contexts).long()
+        n, t = contexts.shape
+        gb = n * t * int(getattr(lm, "d_vocab", 0) or 0) * 4 / 1e9
+        if gb > float(os.environ.get("VSAE_CLEAN_RUNS_MAX_GB", CLEAN_RUNS_MAX_GB)):
+            return None
+        digest = hashlib.sha256(contexts.contiguous().numpy().tobytes()).hexdigest()
+        cfg = {"lm": self.key, "contexts": digest, "shape": [n, t], "batch_size": int(batch_size),
+               "threads": torch.get_num_threads(), "format": 1}
+        n_batches = -(-n // batch_size)
+        return _BoundCleanRuns(self.store, cfg, n_batches, getattr(lm, "device", "cpu"))
+
+
+class _BoundCleanRuns:
+    """One key's stored runs: ``read(b, tok)`` (None when batch ``b`` is not stored yet), ``write``, ``finish``."""
+
+    _NAMES = ("resid", "clean_logp", "ce_clean", "ce_zero", "kl_zero")
+
+    def __init__(self, store, cfg: dict, n_batches: int, device):
+        self.store, self.cfg, self.n_batches, self.device = store, cfg, n_batches, device
+        self.done = store.exists(CleanRuns.kind, cfg)
+        self.folder = store.path(CleanRuns.kind, cfg) if self.done else store.staging_path(CleanRuns.kind, cfg)
+
+    def _file(self, b: int) -> Path:
+        return self.folder / f"batch_{b:05d}.safetensors"
+
+    def read(self, b: int, tok: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        from safetensors.torch import load_file
+
+        f = self._file(b)
+        if not f.exists():
+            if self.done:
+                raise RuntimeError(f"the stored clean runs {self.folder} lack {f.name}; delete that folder "
+                                   "and rerun (the clean and zero-ablated runs are recomputed)")
+            return None
+        try:
+            t = load_file(str(f))
+        except Exception as e:  # a truncated or damaged file
+            raise RuntimeError(f"cannot read the stored clean runs {f} ({type(e).__name__}: {e}); delete "
+                               f"{self.folder} and rerun (the clean and zero-ablated runs are recomputed)") from e
+        if not torch.equal(t.get("tokens", torch.empty(0)), tok.cpu()) or any(k not in t for k in self._NAMES):
+            raise RuntimeError(f"the stored clean runs {f} are not those of these contexts; delete "
+                               f"{self.folder} and rerun (the clean and zero-ablated runs are recomputed)")
+        # the residual and log-probabilities live where the LM runs, the per-token CE/KL on the CPU
+        return {k: t[k].to(self.device) if k in ("resid", "clean_logp") else t[k] for k in self._NAMES}
+
+    def write(self, b: int, tok: torch.Tensor, shared: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save
+
+        from ..files import atomic_write
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: shared[k].detach().cpu().contiguous() for k in self._NAMES}
+        tensors["tokens"] = tok.cpu().contiguous()
+        atomic_write(self._file(b), save(tensors))
+
+    def finish(self) -> None:
+        """Turn a staging folder holding every batch into the artifact."""
+        if self.done or not all(self._file(b).exists() for b in range(self.n_batches)):
+            return
+        import json
+
+        (self.folder / "config.json").write_text(json.dumps(self.cfg, indent=2, sort_keys=True))
+        self.store.commit(CleanRuns.kind, self.cfg, self.folder)
+        self.done = True
+
+
 @torch.no_grad()
 def downstream_metrics(
     saes: dict[str, Any],
@@ -132,13 +248,16 @@ def downstream_metrics(
     batch_size: int = 8,
     exclude_special_tokens: bool = True,
     per_context: list | None = None,
+    clean_runs: CleanRuns | None = None,
 ) -> dict[str, dict]:
     """CE loss and KL divergence of the clean, SAE-spliced and zero-ablated model, per SAE.
 
-    The clean and zero-ablation runs are shared by all SAEs (one forward each per batch). Pass a
-    list as ``per_context`` to receive one record per (context, SAE) with the summed CE and KL of
-    that context (``ce_sae``, ``kl_sae``, ``ce_clean``, ``ce_zero``, ``kl_zero``, ``n_ce``,
-    ``n_kl``): :func:`bootstrap_downstream` resamples contexts from them.
+    The clean and zero-ablation runs are shared by all SAEs (one forward each per batch); with
+    ``clean_runs`` they are also shared by every later call on the same contexts (:class:`CleanRuns`:
+    computed and stored by the first call, read back bit for bit by the others). Pass a list as
+    ``per_context`` to receive one record per (context, SAE) with the summed CE and KL of that
+    context (``ce_sae``, ``kl_sae``, ``ce_clean``, ``ce_zero``, ``kl_zero``, ``n_ce``, ``n_kl``):
+    :func:`bootstrap_downstream` resamples contexts from them.
     """
     if special_ids is None:
         special_ids = special_ids_of(lm)
@@ -148,24 +267,25 @@ def downstream_metrics(
     per = {name: {"ce_sae": 0.0, "kl_sae": 0.0} for name in saes}
     n_ce = n_kl = 0
     work = None
-    for i in range(0, len(contexts), batch_size):
+    stored = clean_runs.bind(lm, contexts, batch_size) if clean_runs is not None else None
+    for b, i in enumerate(range(0, len(contexts), batch_size)):
         tok = contexts[i : i + batch_size]
         metric_mask = keep_mask(tok, special_ids)
         splice_mask = metric_mask if exclude_special_tokens else torch.ones_like(metric_mask)
         ce_mask = metric_mask[:, :-1]
 
-        clean, resid = clean_fn(tok)
-        clean_logp = _logp(clean)
+        shared = stored.read(b, tok) if stored is not None else None
+        if shared is None:
+            shared = _clean_and_zero(clean_fn, spliced_fn, tok)
+            if stored is not None:
+                stored.write(b, tok, shared)
+        resid, clean_logp = shared["resid"], shared["clean_logp"]
+        ce_clean, ce_zero, kl_zero = shared["ce_clean"], shared["ce_zero"], shared["kl_zero"]
+        del shared
         clean_p = clean_logp.exp()
-        ce_clean = _ce_per_token(clean_logp, tok)
-        del clean
-        # one [B, T, V] work buffer per batch holds each later run's log-probabilities, then its KL terms
+        # one [B, T, V] work buffer per batch holds each SAE run's log-probabilities, then its KL terms
         if work is None or work.shape != clean_logp.shape:
             work = torch.empty_like(clean_logp)
-        zero_logp = _logp(spliced_fn(tok, resid, torch.zeros_like(resid)), out=work)
-        ce_zero = _ce_per_token(zero_logp, tok)
-        kl_zero = _kl_per_token(clean_p, clean_logp, zero_logp, consume=True)
-        del zero_logp
         sums["ce_clean"] += float(ce_clean[ce_mask].double().sum())
         sums["ce_zero"] += float(ce_zero[ce_mask].double().sum())
         sums["kl_zero"] += float(kl_zero[metric_mask].double().sum())
@@ -189,6 +309,8 @@ def downstream_metrics(
                     per_context.append({"sae": name, "context": i + j, "ce_sae": ce_r[j], "kl_sae": kl_r[j],
                                         **{key: ctx[key][j] for key in ctx}})
             del logp
+    if stored is not None:
+        stored.finish()
     out = {}
     for name in saes:
         ce_clean = sums["ce_clean"] / max(n_ce, 1)
