@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _work_ledger(tmp_path_factory):
+    """Training passes and evaluations append to the work ledger (``vsae.buildlog``); the tests' go to a
+    temporary file (inherited by the smoke book's kernels), not to the user's ``$VSAE_HOME``."""
+    old = os.environ.get("VSAE_WORK_LEDGER")
+    os.environ["VSAE_WORK_LEDGER"] = str(tmp_path_factory.mktemp("ledger") / "work.jsonl")
+    yield
+    if old is None:
+        os.environ.pop("VSAE_WORK_LEDGER", None)
+    else:
+        os.environ["VSAE_WORK_LEDGER"] = old
 
 
 @pytest.fixture

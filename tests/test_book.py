@@ -36,6 +36,21 @@ def smoke_book():
     return STAGE / "_build" / "html"
 
 
+def test_build_record_has_each_chapters_sae_work(smoke_book):
+    """The build credits each chapter with the ledger's SAE work; every chapter row has the columns,
+    and the SAEs trained (on a cold store) and evaluated show up in the chapters that did it."""
+    from vsae import report
+
+    rec = report.build_record(PROFILE)
+    assert [r["chapter"] for r in rec["chapters"]] == book.chapters()
+    keys = {"saes_trained", "sae_tokens_trained", "train_sae_tokens_per_s", "sae_evaluations",
+            "sae_tokens_evaluated", "sae_tokens_per_s"}
+    assert all(keys <= set(r) for r in rec["chapters"])
+    for r in rec["chapters"]:
+        if r["sae_tokens_trained"]:
+            assert r["saes_trained"] > 0 and r["train_sae_tokens_per_s"] > 0 and r["sae_tokens_per_s"] > 0
+
+
 def test_every_chapter_executed(smoke_book):
     for name in book.chapters():
         nb = json.loads((book.chapters_dir(PROFILE) / f"{name}.ipynb").read_text())

@@ -266,9 +266,40 @@ def test_build_record_roundtrip(tmp_path, monkeypatch):
     assert "01_a" in table and "site (jupyter-book)" in table and "peak RSS" in table
 
 
+def test_work_ledger_sums_per_kind_inside_the_window(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSAE_HOME", str(tmp_path))
+    monkeypatch.delenv("VSAE_WORK_LEDGER")
+    path = buildlog.work_ledger_path()
+    assert path == tmp_path / "timings" / "work.jsonl"
+    assert buildlog.work_between(0.0, 1e12) == {}  # no ledger yet
+    lines = [{"t_end": 10.0, "kind": "train", "n_saes": 8, "sae_tokens": 8 * 192, "seconds": 2.0},
+             {"t_end": 20.0, "kind": "train", "n_saes": 8, "sae_tokens": 8 * 192, "seconds": 4.0},
+             {"t_end": 25.0, "kind": "core", "n_saes": 3, "sae_tokens": 3 * 100, "seconds": 1.5},
+             {"t_end": 26.0, "kind": "absorption", "n_saes": 2, "sae_tokens": None, "seconds": 0.5},
+             {"t_end": 99.0, "kind": "core", "n_saes": 5, "sae_tokens": 500, "seconds": 9.0}]  # after the window
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join(json.dumps(r) for r in lines) + '\n{"t_end": 21.0, "kind": "tr')  # killed mid-line
+    w = buildlog.work_between(15.0, 30.0)
+    assert w == {"train": {"n_saes": 8, "sae_tokens": 1536, "seconds": 4.0},
+                 "core": {"n_saes": 3, "sae_tokens": 300, "seconds": 1.5},
+                 "absorption": {"n_saes": 2, "sae_tokens": 0, "seconds": 0.5}}
+    cols = buildlog.work_columns(w, wall_seconds=10.0)
+    # 1536 trained in 4 s of training; 300 evaluated; (1536 + 300) / 10 s of wall time
+    assert cols == {"saes_trained": 8, "sae_tokens_trained": 1536, "train_sae_tokens_per_s": 384.0,
+                    "sae_evaluations": 5, "sae_tokens_evaluated": 300, "sae_tokens_per_s": 183.6}
+    assert buildlog.work_columns({}, 10.0)["sae_tokens_per_s"] is None
+    # appending adds a parseable line with the current time
+    buildlog.record_work("pool_evals", 1, 4096, 0.25)
+    last = json.loads(path.read_text().splitlines()[-1])
+    assert last["kind"] == "pool_evals" and last["sae_tokens"] == 4096 and last["seconds"] == 0.25
+    # a home that cannot be written loses the timing line, not the work
+    buildlog.record_work("core", 1, 1, 1.0, path=tmp_path / "timings" / "work.jsonl" / "not-a-dir")
+
+
 def test_build_prints_progress_and_writes_the_record(tmp_path, monkeypatch, capsys):
     """build() with the chapter execution and the site faked: progress lines, table, record, commit env."""
     monkeypatch.setenv("VSAE_HOME", str(tmp_path))
+    monkeypatch.setenv("VSAE_WORK_LEDGER", str(tmp_path / "work.jsonl"))
     monkeypatch.delenv(report.COMMIT_ENV, raising=False)
     names = ["01_a", "02_b", "03_c"]
     seen = []
@@ -281,6 +312,9 @@ def test_build_prints_progress_and_writes_the_record(tmp_path, monkeypatch, caps
         import os
 
         seen.append(os.environ[report.COMMIT_ENV])
+        if name == "02_b":  # the chapter's kernel trains 2 SAEs and evaluates them (the ledger is shared)
+            buildlog.record_work("train", 2, 2 * 1000, 4.0)
+            buildlog.record_work("core", 2, 2 * 300, 1.0)
         (out_dir / f"{name}.ipynb").write_text(json.dumps(_nb([_code([_header(seen[-1])])])))
         return out_dir / f"{name}.ipynb"
 
@@ -299,6 +333,11 @@ def test_build_prints_progress_and_writes_the_record(tmp_path, monkeypatch, caps
     rec = report.build_record("smoke")
     assert rec["complete"] and rec["finished"] and rec["commit"] == seen[0]
     assert [r["chapter"] for r in rec["chapters"]] == names
+    a, b = rec["chapters"][0], rec["chapters"][1]
+    assert a["sae_tokens_trained"] == 0 and a["sae_tokens_evaluated"] == 0 and a["sae_tokens_per_s"] is None
+    assert b["saes_trained"] == 2 and b["sae_tokens_trained"] == 2000 and b["train_sae_tokens_per_s"] == 500.0
+    assert b["sae_evaluations"] == 2 and b["sae_tokens_evaluated"] == 600
+    assert "SAE-tok trained" in out and "train SAE-tok/s" in out
     assert rec["peak_rss_build_mb"] > 0 and rec["site_seconds"] is not None
     # the feature browser is written once, after the chapters, before the site
     assert browsers == [("smoke", "cpu")] and rec["browser_seconds"] is not None and "feature browser" in out

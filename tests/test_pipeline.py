@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import types
 
 import pandas as pd
 import pytest
 
-from vsae import pipeline
+from vsae import buildlog, pipeline
 from vsae.design import Variant
 from vsae.models import TopKSAEConfig
 from vsae.store import Store
@@ -20,6 +21,7 @@ def _variants(n: int) -> list[Variant]:
 
 @pytest.fixture
 def ex(monkeypatch, tmp_path):
+    monkeypatch.setenv("VSAE_WORK_LEDGER", str(tmp_path / "work.jsonl"))
     ex = pipeline.Experiment("smoke", store=Store(tmp_path / "store"))
     trained = []
     monkeypatch.setattr(pipeline.Experiment, "train",
@@ -62,3 +64,20 @@ def test_unchunked_evals_get_every_missing_sae_in_one_call(ex):
     ex.per_sae_tables("fake", vs[:1], {"e": 2}, compute)
     ex.per_sae_tables("fake", vs, {"e": 2}, compute)
     assert calls == [["topk_k4_s0"], ["topk_k4_s1", "topk_k4_s2"]]
+
+
+def test_each_eval_call_is_entered_in_the_work_ledger(ex):
+    """Every compute call adds one ledger line: its kind, its SAEs and their tokens; stored SAEs add none."""
+    vs = _variants(5)
+
+    def compute(saes):
+        return {"t": pd.DataFrame({"sae": list(saes), "value": 1.0})}
+
+    ex.per_sae_tables("fake", vs, {"e": 3}, compute, chunk=2, tokens_per_sae=10)
+    ex.per_sae_tables("fake", vs, {"e": 3}, compute, chunk=2, tokens_per_sae=10)  # all stored now
+    ex.per_sae_tables("other", vs[:1], {"e": 3}, compute)  # no token count
+    lines = [json.loads(x) for x in buildlog.work_ledger_path().read_text().splitlines() if x]
+    assert [(r["kind"], r["n_saes"], r["sae_tokens"]) for r in lines] == [
+        ("fake", 2, 20), ("fake", 2, 20), ("fake", 1, 10), ("other", 1, None)]
+    assert all(r["seconds"] >= 0 for r in lines)
+    assert buildlog.work_between(0, 1e12)["fake"] == {"n_saes": 5, "sae_tokens": 50, "seconds": sum(r["seconds"] for r in lines[:3])}

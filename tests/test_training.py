@@ -176,7 +176,9 @@ def test_trainer_applies_schedules():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_train_saes_outputs_logs_and_constraints(tmp_path, capsys):
+def test_train_saes_outputs_logs_and_constraints(tmp_path, capsys, monkeypatch):
+    ledger = tmp_path / "work.jsonl"
+    monkeypatch.setenv("VSAE_WORK_LEDGER", str(ledger))
     cache = MemCache(_acts())
     cfg = _cfg()
     models = train_saes(cache, _specs(), cfg, tmp_path, progress=False)
@@ -184,6 +186,10 @@ def test_train_saes_outputs_logs_and_constraints(tmp_path, capsys):
     assert cache.calls == [(32, 42, 0, 30)] and cache.served == 30
     summary = json.loads((tmp_path / "train_summary.json").read_text())
     assert summary["complete"] and summary["tokens"] == 30 * 32 and set(summary["per_model"]) == set(_specs())
+    # the pass is entered in the work ledger once: five SAEs x 30 steps x 32 tokens
+    (line,) = [json.loads(x) for x in ledger.read_text().splitlines() if x]
+    assert (line["kind"], line["n_saes"], line["sae_tokens"]) == ("train", 5, 5 * 30 * 32)
+    assert line["seconds"] == pytest.approx(summary["seconds_this_session"], abs=1e-3)
     assert "tokens/s" in capsys.readouterr().out
     for name, sae in models.items():
         d = tmp_path / name

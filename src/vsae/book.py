@@ -49,7 +49,8 @@ from pathlib import Path
 import yaml
 
 from . import report
-from .buildlog import estimate_remaining, maxrss_mb, previous_times, progress_line, timing_table, write_record
+from .buildlog import (estimate_remaining, maxrss_mb, previous_times, progress_line, timing_table, work_between,
+                       work_columns, write_record)
 from .chapter_outputs import clean_file, clean_notebook, dump_notebook, output_problems, rel_path
 from .profiles import DEFAULT_PROFILE
 from .provenance import banner, provenance_commit, tree_change, tree_snapshot
@@ -335,6 +336,7 @@ def build(profile: str, device: str = "cpu", allow_dirty: bool = False) -> Path:
         execute(name, profile, device)
         done[name] = time.time() - t
         rec["chapters"].append({"chapter": name, "seconds": round(done[name], 1),
+                                **work_columns(work_between(t, time.time()), done[name]),
                                 "kernels_peak_rss_mb": round(maxrss_mb(resource.RUSAGE_CHILDREN), 1)})
         changed = changed or tree_change(before, tree_snapshot())
         update()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,7 @@ from typing import Callable
 import pandas as pd
 
 from . import design
+from .buildlog import record_work
 from .design import Variant, sae_name  # noqa: F401 - re-exported for callers of vsae.pipeline
 from .models.config import key_dict
 from .profiles import Profile, get_profile
@@ -295,14 +297,15 @@ class Experiment:
     # ---------------------------------------------------------------------------- evaluation
     def per_sae_tables(self, kind: str, variants: list[Variant], eval_cfg: dict,
                        compute: Callable[[dict], dict[str, pd.DataFrame]],
-                       chunk: int | None = None) -> dict[str, pd.DataFrame]:
+                       chunk: int | None = None, tokens_per_sae: int | None = None) -> dict[str, pd.DataFrame]:
         """Evaluate each SAE once per ``eval_cfg`` and store its rows of every table.
 
         ``compute({name: sae})`` returns ``{table_name: DataFrame}``, each with an ``sae`` column; SAEs
         already evaluated with this ``eval_cfg`` are read back instead of recomputed. ``chunk``: how
         many SAEs one ``compute`` call gets (None: all of them, for evals that share work between
         SAEs); each call's rows are stored before the next call starts, so a killed run keeps them,
-        and only that call's SAEs are in memory.
+        and only that call's SAEs are in memory. Each call is entered in the work ledger
+        (:func:`vsae.buildlog.record_work`) with ``tokens_per_sae``, the tokens each SAE encodes.
         """
         frames: dict[str, list[pd.DataFrame]] = {}
         todo = []
@@ -323,7 +326,10 @@ class Experiment:
             for a in range(0, len(todo), size):
                 part = todo[a : a + size]
                 saes = {v.name: load_sae(self.sae_dir(v)).to(self.device).eval() for v, _ in part}
+                t0 = time.perf_counter()
                 tables = compute(saes)
+                record_work(kind, len(part), None if tokens_per_sae is None else len(part) * int(tokens_per_sae),
+                            time.perf_counter() - t0)
                 del saes
                 for v, cfg in part:
                     rows = {tname: df[df["sae"] == v.name].reset_index(drop=True) for tname, df in tables.items()}
@@ -360,7 +366,10 @@ class Experiment:
             res = evaluate_core(saes, self.eval_acts, self.lm, cfg=cfg, clean_runs=clean_runs)
             return {"metrics": res.metrics, "density": res.density, "noise": res.noise}
 
-        return self.per_sae_tables("core", variants, eval_cfg, compute)
+        # tokens each SAE encodes: the reconstruction pass's, then the CE/KL pass's contexts
+        n_ce = min(cfg.n_ce_contexts, len(self.eval_acts.contexts)) * int(self.eval_acts.contexts.shape[1])
+        return self.per_sae_tables("core", variants, eval_cfg, compute,
+                                   tokens_per_sae=self.eval_acts.n_tokens + n_ce)
 
     @cached_property
     def pool(self):
@@ -418,7 +427,8 @@ class Experiment:
 
         # one SAE at a time: its pooled codes (about 0.1 GB at d_sae 4608 on the offline pool) serve its
         # three evals and are freed before the next SAE's, so memory does not grow with the number of SAEs
-        return self.per_sae_tables("pool_evals", variants, eval_cfg, compute, chunk=1)
+        return self.per_sae_tables("pool_evals", variants, eval_cfg, compute, chunk=1,
+                                   tokens_per_sae=int(self.pool.acts.shape[0]))
 
     def sparse_probing(self, variants: list[Variant]) -> pd.DataFrame:
         """SAE Bench sparse probing, one row per (sae, dataset, task, k) plus ``dataset == "ALL"`` rows."""

@@ -49,6 +49,7 @@ from .checkpoints import (
     run_signature,
     write_checkpoint,
 )
+from .buildlog import record_work
 from .files import atomic_write_json
 from .models import (
     SAEBase,
@@ -532,6 +533,7 @@ def _finish(out_dir: Path, trainers: Mapping[str, SAETrainer], cfg: TrainConfig,
         "machine": platform.machine(),
     }
     atomic_write_json(out_dir / "train_summary.json", summary)
+    record_work("train", len(trainers), len(trainers) * (cfg.steps - start) * cfg.batch_size, wall)
     # checkpoints are no longer needed once the final weights are written
     (out_dir / "checkpoint.json").unlink(missing_ok=True)
     for n in trainers:
